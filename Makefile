@@ -1,0 +1,139 @@
+# phiwatch — build, test, run. `make V=1` shows commands.
+.DELETE_ON_ERROR:
+.SUFFIXES:
+
+BUILD      ?= build
+prefix     ?= /usr/local
+DESTDIR    ?=
+CC         ?= cc
+CLANG      ?= clang
+BPFTOOL    ?= bpftool
+PYTHON     ?= /usr/bin/python3
+ARCH       := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
+VERSION    := 0.1.0
+
+ifeq ($(V),1)
+Q :=
+msg = @true
+else
+Q := @
+msg = @printf '  %-8s %s\n' "$(1)" "$(2)";
+endif
+
+CFLAGS     ?= -O2 -g
+WARN       := -Wall -Wextra -Werror -Wno-missing-field-initializers
+CPPFLAGS   := -Iinclude -Iuser -I$(BUILD) -D_GNU_SOURCE -DPHIWATCH_VERSION='"$(VERSION)"'
+ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) $(CPPFLAGS) -MMD -MP
+LDLIBS     := -lbpf -lelf -lz -ldl
+SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+BPF_SRC    := bpf/phiwatch.bpf.c
+BPF_DEPS   := $(wildcard bpf/*.c bpf/*.h) include/phiwatch/events.h
+BPF_OBJ    := $(BUILD)/phiwatch.bpf.o
+SKEL       := $(BUILD)/phiwatch.skel.h
+VMLINUX    := $(BUILD)/vmlinux.h
+
+# Pure userspace (no libbpf, no I/O beyond stdio): unit-tested and fuzzed.
+CORE_SRC   := user/json.c user/txn.c user/http1.c user/conn.c user/pipeline.c user/record.c \
+              user/log.c user/sink_jsonl.c
+AGENT_SRC  := user/main.c user/cmd_run.c user/cmd_replay.c user/capture.c user/capture_tls.c user/elfsym.c
+CORE_OBJ   := $(CORE_SRC:user/%.c=$(BUILD)/obj/%.o)
+AGENT_OBJ  := $(AGENT_SRC:user/%.c=$(BUILD)/obj/%.o)
+ASAN_CORE  := $(CORE_SRC:user/%.c=$(BUILD)/asan/%.o)
+
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+UNIT_ASAN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests-asan/%)
+FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN   := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+FUZZ_TIME  ?= 60
+
+DEPS_APT   := clang llvm make gcc pkg-config libbpf-dev bpftool libelf-dev zlib1g-dev libcjson-dev \
+              libssl-dev libcmocka-dev uthash-dev libclang-rt-14-dev nginx curl wrk rsyslog tshark \
+              python3 openssl procps iproute2 hyperfine bpftrace
+
+.PHONY: all deps run test unit integration fuzz fuzz-smoke bench install clean
+
+all: $(BUILD)/phiwatch
+
+deps:
+	@missing=""; for p in $(DEPS_APT); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	else echo "all dependencies present"; fi
+
+$(BUILD) $(BUILD)/obj $(BUILD)/asan $(BUILD)/tests $(BUILD)/tests-asan $(BUILD)/fuzz:
+	$(Q)mkdir -p $@
+
+$(VMLINUX): | $(BUILD)
+	$(call msg,GEN,$@)
+	$(Q)$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@
+
+$(BPF_OBJ): $(BPF_DEPS) $(VMLINUX) | $(BUILD)
+	$(call msg,BPF,$@)
+	$(Q)$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
+		-Wno-gnu-variable-sized-type-not-at-end -Wno-missing-field-initializers \
+		-I$(BUILD) -Iinclude -Ibpf -c $(BPF_SRC) -o $@
+
+$(SKEL): $(BPF_OBJ)
+	$(call msg,SKEL,$@)
+	$(Q)$(BPFTOOL) gen skeleton $< name phiwatch_bpf > $@
+
+$(BUILD)/obj/%.o: user/%.c | $(BUILD)/obj
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/asan/%.o: user/%.c | $(BUILD)/asan
+	$(call msg,CC-ASAN,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) $(SAN) -c $< -o $@
+
+# Only the capture files include the skeleton.
+$(BUILD)/obj/capture.o $(BUILD)/obj/capture_tls.o: $(SKEL)
+
+$(BUILD)/phiwatch: $(CORE_OBJ) $(AGENT_OBJ)
+	$(call msg,LINK,$@)
+	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(CORE_OBJ) | $(BUILD)/tests
+	$(call msg,TEST,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $^ -lcmocka
+
+$(BUILD)/tests-asan/%: tests/unit/%.c $(ASAN_CORE) | $(BUILD)/tests-asan
+	$(call msg,TEST-ASAN,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) $(SAN) -o $@ $^ -lcmocka
+
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(CORE_SRC) | $(BUILD)/fuzz
+	$(call msg,FUZZ,$@)
+	$(Q)$(CLANG) -std=gnu11 -g -O1 $(CPPFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $^
+
+run: all
+	./$(BUILD)/phiwatch run
+
+unit: $(UNIT_BIN) $(UNIT_ASAN)
+
+integration: all
+
+# Unit tests (plain and ASan+UBSan), a fuzz smoke run, then the integration
+# suite (root + BPF; under CI=true a skip is a failure). One summary line.
+test: deps
+	$(Q)$(MAKE) --no-print-directory all unit $(FUZZ_BIN)
+	$(Q)BUILD=$(BUILD) PYTHON=$(PYTHON) FUZZ_SMOKE=$${FUZZ_SMOKE:-10} tests/run_all.sh
+
+fuzz: $(FUZZ_BIN)
+	$(Q)for f in $(FUZZ_BIN); do \
+	  n=$$(basename $$f); corpus=$(BUILD)/corpus/$$n; mkdir -p $$corpus; \
+	  seeds=tests/data/$${n#fuzz_}; dict=""; [ -f tests/fuzz/$${n#fuzz_}.dict ] && dict=-dict=tests/fuzz/$${n#fuzz_}.dict; \
+	  echo "== $$n for $(FUZZ_TIME)s"; \
+	  $$f $$dict -max_total_time=$(FUZZ_TIME) -print_final_stats=1 $$corpus $$( [ -d $$seeds ] && echo $$seeds ) || exit 1; \
+	done
+
+install: all
+	install -D -m 0755 $(BUILD)/phiwatch $(DESTDIR)$(prefix)/sbin/phiwatch
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(wildcard $(BUILD)/obj/*.d $(BUILD)/asan/*.d $(BUILD)/tests/*.d $(BUILD)/tests-asan/*.d)

@@ -1,0 +1,328 @@
+/* sock.bpf.c — syscall tracepoints: learn TCP sockets, copy plaintext payload prefixes.
+ * Included by phiwatch.bpf.c (one object, one skeleton). Not TLS: see tls.bpf.c.
+ */
+
+enum call_kind {
+	CK_BUF = 0,     /* read/write/recvfrom/sendto: one buffer */
+	CK_IOV = 1,     /* readv/writev: iovec array */
+	CK_MSG = 2,     /* recvmsg/sendmsg: user_msghdr */
+	CK_NOCOPY = 3,  /* sendfile: bytes moved from a file, nothing to copy */
+};
+
+struct call_args {
+	__u64 ptr;
+	__u64 cnt;      /* iovec count for CK_IOV */
+	__s32 fd;
+	__u8 kind;
+	__u8 dir;
+	__u16 _pad;
+};
+
+/* tid -> arguments of the data syscall in flight. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct call_args);
+} args SEC(".maps");
+
+/* tid -> fd of an accept/connect in flight (connect only: accept returns it). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __s32);
+} connects SEC(".maps");
+
+/* Defined in tls.bpf.c: the SSL call this thread is inside, if any. */
+static __always_inline bool ssl_link_fd(__u32 tid, __u32 tgid, int fd, __u64 id);
+
+static __always_inline bool skip_self(__u64 id)
+{
+	return (id >> 32) == self_tgid;
+}
+
+static __always_inline void data_enter(int fd, __u64 ptr, __u64 cnt, __u8 kind, __u8 dir)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32, tid = (__u32)id;
+
+	if (skip_self(id) || fd < 0)
+		return;
+	/* A syscall made inside SSL_read/SSL_write links SSL* to this fd and
+	 * carries ciphertext: never copied. */
+	if (ssl_link_fd(tid, tgid, fd, id))
+		return;
+	__u64 key = sock_key(tgid, fd);
+	struct sock_state *ss = bpf_map_lookup_elem(&socks, &key);
+	if (ss && (ss->cls == SC_IGNORE || ss->cls == SC_TLS))
+		return;
+	struct call_args a = { .ptr = ptr, .cnt = cnt, .fd = fd, .kind = kind, .dir = dir };
+	if (bpf_map_update_elem(&args, &tid, &a, BPF_ANY))
+		drop_count(PW_DROP_ARGS_FULL);
+}
+
+/* Reads the first two payload bytes for classification. */
+static __always_inline int first_bytes(const struct call_args *a, __u8 out[2], __u64 moved)
+{
+	__u64 base = a->ptr;
+
+	if (a->kind == CK_NOCOPY)
+		return -1;
+	if (a->kind == CK_MSG) {
+		struct user_msghdr m;
+		if (bpf_probe_read_user(&m, sizeof(m), (void *)a->ptr))
+			return -1;
+		base = (__u64)m.msg_iov;
+	}
+	if (a->kind != CK_BUF) {
+		/* First iovec only; an empty first iovec is classified later. */
+		struct iovec iov;
+		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)base) || iov.iov_len < 2)
+			return -1;
+		base = (__u64)iov.iov_base;
+	}
+	if (moved < 2)
+		return -1;
+	return bpf_probe_read_user(out, 2, (void *)base) ? -1 : 0;
+}
+
+/* HTTP starts with a method token or "HTTP/": a letter. TLS records start
+ * with content type 20..23 and major version 3. Anything else is a binary
+ * protocol phiwatch does not follow. */
+static __always_inline __u8 classify(const __u8 b[2])
+{
+	if (b[0] >= 20 && b[0] <= 23 && b[1] == 3)
+		return SC_TLS;
+	if ((b[0] >= 'A' && b[0] <= 'Z') || (b[0] >= 'a' && b[0] <= 'z'))
+		return SC_HTTP;
+	return SC_IGNORE;
+}
+
+static __always_inline void tls_report(struct sock_state *ss, int fd, __u64 id)
+{
+	struct pw_tls t = {};
+
+	if (ss->tls_reported)
+		return;
+	ss->tls_reported = 1;
+	sock_announce(ss, fd, id);
+	fill_hdr(&t.h, PW_EV_TLS, sizeof(t), id);
+	t.fd = fd;
+	if (bpf_ringbuf_output(&events, &t, sizeof(t), rb_flags()))
+		drop_count(PW_DROP_RINGBUF_META);
+}
+
+/* bpf_loop callback: one iovec per call. The walk state lives in the per-CPU
+ * scratch (a map value), not on the stack: the verifier then treats it as
+ * unknown and converges after one pass instead of exploring each iteration. */
+struct iov_walk {
+	struct scratch *s;
+};
+
+static long copy_one_iov(__u32 i, void *ctx)
+{
+	struct scratch *s = ((struct iov_walk *)ctx)->s;
+	struct iovec iov;
+
+	if (i >= s->walk_cnt || s->walk_left == 0)
+		return 1;
+	if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(s->walk_vec + i * sizeof(iov)))) {
+		drop_count(PW_DROP_READ_FAULT);
+		return 1;
+	}
+	__u64 n = iov.iov_len < s->walk_left ? iov.iov_len : s->walk_left;
+	if (data_append(s, iov.iov_base, n) < n)
+		return 1; /* capture area full: the rest is uncaptured */
+	s->walk_left -= n;
+	return 0;
+}
+
+static __always_inline void copy_iovs(struct scratch *s, __u64 vec, __u64 cnt, __u64 moved)
+{
+	s->walk_vec = vec;
+	s->walk_cnt = cnt;
+	s->walk_left = moved;
+	struct iov_walk w = { .s = s };  /* bpf_loop wants a stack pointer */
+	bpf_loop(PW_IOV_MAX, copy_one_iov, &w, 0);
+	if (s->walk_left && s->e.cap_len < PHIWATCH_CAPTURE_BYTES && cnt > PW_IOV_MAX)
+		drop_count(PW_DROP_IOV_LIMIT);
+}
+
+static __always_inline void data_exit(long ret, const __u8 kind)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32, tid = (__u32)id;
+	struct call_args *ap = bpf_map_lookup_elem(&args, &tid);
+
+	if (!ap)
+		return;
+	struct call_args a = *ap;
+	bpf_map_delete_elem(&args, &tid);
+	if (ret <= 0)
+		return;
+
+	struct sock_state *ss = sock_get(tgid, a.fd, true);
+	if (!ss || ss->cls == SC_IGNORE || ss->cls == SC_TLS)
+		return;
+	if (ss->cls == SC_NEW) {
+		__u8 b[2];
+		if (first_bytes(&a, b, ret))
+			return; /* too little to judge: look again at the next call */
+		ss->cls = classify(b);
+		if (ss->cls == SC_TLS)
+			tls_report(ss, a.fd, id);
+		if (ss->cls != SC_HTTP)
+			return;
+	}
+	sock_announce(ss, a.fd, id);
+
+	struct scratch *s = data_begin(a.fd, a.dir, 0, 0, ret > 0xffffffff ? 0xffffffff : ret, id);
+	if (!s)
+		return;
+	/* kind is a constant per tracepoint: only one branch is compiled in. */
+	if (kind == CK_BUF) {
+		data_append(s, (void *)a.ptr, ret);
+	} else if (kind == CK_IOV) {
+		copy_iovs(s, a.ptr, a.cnt, ret);
+	} else if (kind == CK_MSG) {
+		struct user_msghdr m;
+		if (bpf_probe_read_user(&m, sizeof(m), (void *)a.ptr) == 0)
+			copy_iovs(s, (__u64)m.msg_iov, m.msg_iovlen, ret);
+		else
+			drop_count(PW_DROP_READ_FAULT);
+	}
+	data_send(s);
+}
+
+#define DATA_TP(name, kind, dir)                                            \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                         \
+	int enter_##name(struct trace_event_raw_sys_enter *ctx)             \
+	{                                                                   \
+		data_enter((int)ctx->args[0], ctx->args[1], ctx->args[2], kind, dir); \
+		return 0;                                                   \
+	}                                                                   \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                          \
+	int exit_##name(struct trace_event_raw_sys_exit *ctx)               \
+	{                                                                   \
+		data_exit(ctx->ret, kind);                                  \
+		return 0;                                                   \
+	}
+
+DATA_TP(read, CK_BUF, PW_DIR_INGRESS)
+DATA_TP(recvfrom, CK_BUF, PW_DIR_INGRESS)
+DATA_TP(readv, CK_IOV, PW_DIR_INGRESS)
+DATA_TP(recvmsg, CK_MSG, PW_DIR_INGRESS)
+DATA_TP(write, CK_BUF, PW_DIR_EGRESS)
+DATA_TP(sendto, CK_BUF, PW_DIR_EGRESS)
+DATA_TP(writev, CK_IOV, PW_DIR_EGRESS)
+DATA_TP(sendmsg, CK_MSG, PW_DIR_EGRESS)
+
+/* sendfile(out_fd, in_fd, offset, count): file bytes reach the socket
+ * without passing through user memory; reported as uncaptured bytes. */
+SEC("tracepoint/syscalls/sys_enter_sendfile64")
+int enter_sendfile64(struct trace_event_raw_sys_enter *ctx)
+{
+	data_enter((int)ctx->args[0], 0, 0, CK_NOCOPY, PW_DIR_EGRESS);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendfile64")
+int exit_sendfile64(struct trace_event_raw_sys_exit *ctx)
+{
+	data_exit(ctx->ret, CK_NOCOPY);
+	return 0;
+}
+
+/* accept/accept4 return the new fd: a server-side socket. */
+static __always_inline void accept_exit(long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	if (skip_self(id) || ret < 0)
+		return;
+	struct sock *sk = fd_to_tcp_sock((int)ret);
+	if (!sk)
+		return;
+	struct sock_state n = { .sk = (__u64)sk, .cls = SC_NEW, .role = PW_ROLE_SERVER };
+	__u64 key = sock_key(id >> 32, (int)ret);
+	if (bpf_map_update_elem(&socks, &key, &n, BPF_ANY))
+		drop_count(PW_DROP_SOCKS_FULL);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int exit_accept(struct trace_event_raw_sys_exit *ctx)
+{
+	accept_exit(ctx->ret);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int exit_accept4(struct trace_event_raw_sys_exit *ctx)
+{
+	accept_exit(ctx->ret);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_connect")
+int enter_connect(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)id;
+	__s32 fd = (__s32)ctx->args[0];
+
+	if (skip_self(id))
+		return 0;
+	if (bpf_map_update_elem(&connects, &tid, &fd, BPF_ANY))
+		drop_count(PW_DROP_ARGS_FULL);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int exit_connect(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)id;
+	__s32 *fdp = bpf_map_lookup_elem(&connects, &tid);
+
+	if (!fdp)
+		return 0;
+	__s32 fd = *fdp;
+	bpf_map_delete_elem(&connects, &tid);
+	if (ctx->ret != 0 && ctx->ret != -EINPROGRESS)
+		return 0;
+	struct sock *sk = fd_to_tcp_sock(fd);
+	if (!sk)
+		return 0;
+	struct sock_state n = { .sk = (__u64)sk, .cls = SC_NEW, .role = PW_ROLE_CLIENT };
+	__u64 key = sock_key(id >> 32, fd);
+	if (bpf_map_update_elem(&socks, &key, &n, BPF_ANY))
+		drop_count(PW_DROP_SOCKS_FULL);
+	return 0;
+}
+
+/* Forward declared in tls.bpf.c users: forget SSL* -> fd on close. */
+static __always_inline void ssl_forget(__u32 tgid, __u64 ssl);
+
+SEC("tracepoint/syscalls/sys_enter_close")
+int enter_close(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	int fd = (int)ctx->args[0];
+	__u64 key = sock_key(id >> 32, fd);
+	struct sock_state *ss = bpf_map_lookup_elem(&socks, &key);
+
+	if (!ss)
+		return 0;
+	if (ss->announced) {
+		struct pw_close c = {};
+		fill_hdr(&c.h, PW_EV_CLOSE, sizeof(c), id);
+		c.fd = fd;
+		if (bpf_ringbuf_output(&events, &c, sizeof(c), rb_flags()))
+			drop_count(PW_DROP_RINGBUF_META);
+	}
+	if (ss->ssl)
+		ssl_forget(id >> 32, ss->ssl);
+	bpf_map_delete_elem(&socks, &key);
+	return 0;
+}

@@ -1,0 +1,355 @@
+/* capture_tls.c — finding OpenSSL in running and new processes and hooking SSL_read/SSL_write(_ex).
+ * Uprobes are per file (inode), so each libssl is hooked once for every
+ * process that maps it; files are deduplicated by device and inode and
+ * opened through /proc/PID/root so containers' own copies are found too.
+ */
+#include "capture_int.h"
+
+#include <bpf/libbpf.h>
+#include <ctype.h>
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
+#include <link.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uthash.h>
+
+#include "elfsym.h"
+#include "log.h"
+#include "phiwatch.skel.h"
+
+#define TLS_MAX_LINKS 8
+
+struct file_key {
+	uint64_t dev;
+	uint64_t ino;
+};
+
+struct tls_lib {
+	struct file_key key;
+	char path[PATH_MAX];
+	struct bpf_link *links[TLS_MAX_LINKS];
+	unsigned nlinks;
+	bool hooked;                /* SSL_read and SSL_write both hooked */
+	UT_hash_handle hh;
+};
+
+struct tls_proc {
+	uint32_t pid;
+	struct tls_lib *lib;        /* the hooked OpenSSL it maps, if any */
+	bool reported;              /* "TLS not instrumented" said once */
+	unsigned scans_left;
+	uint64_t next_scan_ms;
+	UT_hash_handle hh;
+};
+
+struct exe_seen {
+	struct file_key key;
+	UT_hash_handle hh;
+};
+
+/* Rescans after exec: the dynamic loader (and dlopen, e.g. Python's `import
+ * ssl`) maps libraries after the exec event. */
+static const unsigned rescan_delays_ms[] = { 50, 250, 1000, 4000 };
+#define RESCANS (sizeof(rescan_delays_ms) / sizeof(rescan_delays_ms[0]))
+
+struct hook {
+	const char *func;
+	bool ret;
+	bool required;
+};
+
+static struct bpf_program *hook_prog(struct capture *c, unsigned i)
+{
+	struct phiwatch_bpf *s = c->skel;
+	struct bpf_program *progs[] = {
+		s->progs.ssl_write_enter, s->progs.ssl_rw_exit,  s->progs.ssl_read_enter,    s->progs.ssl_rw_exit,
+		s->progs.ssl_write_ex_enter, s->progs.ssl_rw_ex_exit, s->progs.ssl_read_ex_enter, s->progs.ssl_rw_ex_exit,
+	};
+	return progs[i];
+}
+
+static const struct hook hooks[TLS_MAX_LINKS] = {
+	{ "SSL_write", false, true },    { "SSL_write", true, true },
+	{ "SSL_read", false, true },     { "SSL_read", true, true },
+	{ "SSL_write_ex", false, false }, { "SSL_write_ex", true, false },
+	{ "SSL_read_ex", false, false },  { "SSL_read_ex", true, false },
+};
+
+/* Hooks one file. Returns the library (hooked or not: a failure is not
+ * retried on every scan), NULL on allocation failure. */
+static struct tls_lib *lib_attach(struct capture *c, const struct file_key *k, const char *path, uint32_t pid,
+				  const char *why)
+{
+	struct tls_lib *lib;
+	char done[128] = "";
+	size_t dl = 0;
+
+	HASH_FIND(hh, c->libs, k, sizeof(*k), lib);
+	if (lib)
+		return lib;
+	lib = calloc(1, sizeof(*lib));
+	if (!lib)
+		return NULL;
+	lib->key = *k;
+	snprintf(lib->path, sizeof(lib->path), "%s", path);
+	HASH_ADD(hh, c->libs, key, sizeof(lib->key), lib);
+
+	lib->hooked = true;
+	for (unsigned i = 0; i < TLS_MAX_LINKS; i++) {
+		LIBBPF_OPTS(bpf_uprobe_opts, uo, .func_name = hooks[i].func, .retprobe = hooks[i].ret);
+		struct bpf_link *l = bpf_program__attach_uprobe_opts(hook_prog(c, i), -1, path, 0, &uo);
+		if (!l) {
+			int err = errno;
+			if (hooks[i].required) {
+				log_warn("TLS: cannot hook %s%s in %s: %s", hooks[i].func, hooks[i].ret ? " (return)" : "",
+					 path, strerror(err));
+				lib->hooked = false;
+			}
+			continue;
+		}
+		lib->links[lib->nlinks++] = l;
+		if (!hooks[i].ret && dl < sizeof(done))
+			dl += (size_t)snprintf(done + dl, sizeof(done) - dl, "%s%s", dl ? ", " : "", hooks[i].func);
+	}
+	if (lib->hooked) {
+		c->st.tls_libs++;
+		log_info("TLS: hooked %s (%s) at function entry, %s pid %u", path, done, why, pid);
+	}
+	return lib;
+}
+
+static int file_key_of(const char *path, struct file_key *k)
+{
+	struct stat st;
+
+	if (stat(path, &st) != 0)
+		return -errno;
+	k->dev = st.st_dev;
+	k->ino = st.st_ino;
+	return 0;
+}
+
+static bool is_libssl(const char *path)
+{
+	const char *base = strrchr(path, '/');
+	base = base ? base + 1 : path;
+	return strncmp(base, "libssl.so", 9) == 0;
+}
+
+static struct tls_proc *tproc_get(struct capture *c, uint32_t pid, bool create)
+{
+	struct tls_proc *tp;
+
+	HASH_FIND(hh, c->tprocs, &pid, sizeof(pid), tp);
+	if (tp || !create)
+		return tp;
+	tp = calloc(1, sizeof(*tp));
+	if (!tp)
+		return NULL;
+	tp->pid = pid;
+	HASH_ADD(hh, c->tprocs, pid, sizeof(tp->pid), tp);
+	return tp;
+}
+
+/* An executable with OpenSSL linked in exports SSL_write itself. */
+static void check_exe(struct capture *c, struct tls_proc *tp)
+{
+	char path[64];
+	struct file_key k;
+	struct exe_seen *e;
+
+	snprintf(path, sizeof(path), "/proc/%u/exe", tp->pid);
+	if (file_key_of(path, &k))
+		return;
+	HASH_FIND(hh, c->exes, &k, sizeof(k), e);
+	if (e) {
+		struct tls_lib *lib;
+		HASH_FIND(hh, c->libs, &k, sizeof(k), lib);
+		if (lib && lib->hooked)
+			tp->lib = lib;
+		return;
+	}
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return;
+	e->key = k;
+	HASH_ADD(hh, c->exes, key, sizeof(e->key), e);
+	if (!elf_defines_symbol(path, "SSL_write"))
+		return;
+	struct tls_lib *lib = lib_attach(c, &k, path, tp->pid, "built into the executable of");
+	if (lib && lib->hooked)
+		tp->lib = lib;
+}
+
+/* Hooks every libssl pid maps (and its executable if OpenSSL is built in). */
+static void scan_pid(struct capture *c, uint32_t pid)
+{
+	char path[64], line[PATH_MAX + 256];
+	struct tls_proc *tp = tproc_get(c, pid, true);
+	FILE *f;
+
+	if (!tp)
+		return;
+	snprintf(path, sizeof(path), "/proc/%u/maps", pid);
+	f = fopen(path, "re");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		/* "start-end perms offset dev inode   /path" */
+		char *p = strchr(line, '/');
+		if (!p)
+			continue;
+		p[strcspn(p, "\n")] = '\0';
+		if (!is_libssl(p))
+			continue;
+		char full[PATH_MAX + 64];
+		struct file_key k;
+		snprintf(full, sizeof(full), "/proc/%u/root%s", pid, p);
+		if (file_key_of(full, &k))
+			continue;
+		struct tls_lib *lib = lib_attach(c, &k, full, pid, "mapped by");
+		if (lib && lib->hooked)
+			tp->lib = lib;
+	}
+	fclose(f);
+	if (!tp->lib)
+		check_exe(c, tp);
+}
+
+/* The system's libssl, located by the dynamic loader: hooked before any
+ * process maps it, so programs started later are covered from their first call. */
+static void attach_system_libssl(struct capture *c)
+{
+	static const char *sonames[] = { "libssl.so.3", "libssl.so.1.1" };
+
+	for (unsigned i = 0; i < sizeof(sonames) / sizeof(sonames[0]); i++) {
+		void *h = dlopen(sonames[i], RTLD_LAZY | RTLD_LOCAL);
+		struct link_map *lm = NULL;
+		struct file_key k;
+		if (!h)
+			continue;
+		if (dlinfo(h, RTLD_DI_LINKMAP, &lm) == 0 && lm && lm->l_name && lm->l_name[0] &&
+		    file_key_of(lm->l_name, &k) == 0) {
+			char path[PATH_MAX];
+			snprintf(path, sizeof(path), "%s", lm->l_name);
+			lib_attach(c, &k, path, (uint32_t)getpid(), "system library found by the loader for");
+		}
+		dlclose(h);
+	}
+}
+
+int tls_attach_initial(struct capture *c)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *de;
+	uint32_t self = (uint32_t)getpid();
+
+	attach_system_libssl(c);
+	if (!d) {
+		log_warn("cannot list /proc: %s; only the system libssl is hooked", strerror(errno));
+		return (int)c->st.tls_libs;
+	}
+	while ((de = readdir(d))) {
+		if (!isdigit((unsigned char)de->d_name[0]))
+			continue;
+		uint32_t pid = (uint32_t)strtoul(de->d_name, NULL, 10);
+		if (pid != self)
+			scan_pid(c, pid);
+	}
+	closedir(d);
+	return (int)c->st.tls_libs;
+}
+
+void tls_on_exec(struct capture *c, uint32_t pid, const char *comm)
+{
+	struct tls_proc *tp = tproc_get(c, pid, true);
+
+	(void)comm;
+	if (!tp)
+		return;
+	tp->lib = NULL;
+	tp->reported = false;
+	scan_pid(c, pid);
+	tp->scans_left = RESCANS;
+	tp->next_scan_ms = capture_now_ms() + rescan_delays_ms[0];
+}
+
+void tls_on_exit(struct capture *c, uint32_t pid)
+{
+	struct tls_proc *tp = tproc_get(c, pid, false);
+
+	if (tp) {
+		HASH_DEL(c->tprocs, tp);
+		free(tp);
+	}
+}
+
+void tls_on_tls_seen(struct capture *c, uint32_t pid, int fd)
+{
+	struct tls_proc *tp = tproc_get(c, pid, true);
+	char path[64], comm[32] = "?";
+
+	if (!tp || tp->reported)
+		return;
+	if (!tp->lib)
+		scan_pid(c, pid);
+	if (tp->lib)
+		return;
+	tp->reported = true;
+	c->st.tls_uninstrumented++;
+	snprintf(path, sizeof(path), "/proc/%u/comm", pid);
+	FILE *f = fopen(path, "re");
+	if (f) {
+		if (fgets(comm, sizeof(comm), f))
+			comm[strcspn(comm, "\n")] = '\0';
+		fclose(f);
+	}
+	log_warn("TLS not instrumented: pid %u (%s) speaks TLS on fd %d but maps no OpenSSL phiwatch can hook "
+		 "(e.g. Go crypto/tls, rustls, GnuTLS, BoringSSL); its calls are not visible",
+		 pid, comm, fd);
+}
+
+void tls_tick(struct capture *c, uint64_t now_ms)
+{
+	struct tls_proc *tp, *tmp;
+
+	HASH_ITER(hh, c->tprocs, tp, tmp) {
+		if (!tp->scans_left || now_ms < tp->next_scan_ms)
+			continue;
+		tp->scans_left--;
+		if (!tp->lib)
+			scan_pid(c, tp->pid);
+		if (tp->lib)
+			tp->scans_left = 0;
+		else if (tp->scans_left)
+			tp->next_scan_ms = now_ms + rescan_delays_ms[RESCANS - tp->scans_left];
+	}
+}
+
+void tls_free(struct capture *c)
+{
+	struct tls_lib *lib, *lt;
+	struct tls_proc *tp, *tt;
+	struct exe_seen *e, *et;
+
+	HASH_ITER(hh, c->libs, lib, lt) {
+		for (unsigned i = 0; i < lib->nlinks; i++)
+			bpf_link__destroy(lib->links[i]);
+		HASH_DEL(c->libs, lib);
+		free(lib);
+	}
+	HASH_ITER(hh, c->tprocs, tp, tt) {
+		HASH_DEL(c->tprocs, tp);
+		free(tp);
+	}
+	HASH_ITER(hh, c->exes, e, et) {
+		HASH_DEL(c->exes, e);
+		free(e);
+	}
+}

@@ -1,0 +1,226 @@
+/* cmd_run.c — `phiwatch run`: the agent in the foreground. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "capture.h"
+#include "cmd.h"
+#include "json.h"
+#include "log.h"
+#include "record.h"
+#include "sink_jsonl.h"
+
+static volatile sig_atomic_t stop;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop = 1;
+}
+
+struct run_ctx {
+	struct pipeline *pl;
+	FILE *rec;
+	uint64_t rec_errors;
+};
+
+static void on_record(void *ctx, const void *rec, size_t len)
+{
+	struct run_ctx *r = ctx;
+
+	if (r->rec && record_write(r->rec, rec, len) != 0 && !r->rec_errors++)
+		log_error("writing the capture file failed: %s (further failures are counted)", strerror(errno));
+	pipeline__feed(r->pl, rec, len);
+}
+
+void cmd_default_limits(struct conn_limits *l)
+{
+	l->max_conns = 65536;
+	l->idle_timeout_ns = 300ull * 1000000000ull;
+	l->head_cap = 32768;
+	l->target_cap = 8192;
+	l->pipeline_max = 64;
+}
+
+void cmd_print_stats(const struct pipeline_stats *ps, uint64_t ring_events, uint64_t bad_events, uint64_t lines,
+		     uint64_t write_errors)
+{
+	struct jbuf b;
+	uint64_t total = ps->bad_records + bad_events;
+
+	jbuf_init(&b);
+	json_obj_open(&b, NULL);
+	json_u64(&b, "events", ring_events ? ring_events : ps->records);
+	json_u64(&b, "transactions", ps->transactions);
+	json_u64(&b, "lines_written", lines);
+	json_u64(&b, "write_errors", write_errors);
+	json_obj_open(&b, "drops");
+	for (unsigned i = 0; i < PW_DROP__MAX; i++) {
+		json_u64(&b, pipeline_drop_name(i), ps->kernel_drops[i]);
+		total += ps->kernel_drops[i];
+	}
+	json_u64(&b, "bad_records", ps->bad_records + bad_events);
+	json_obj_close(&b);
+	json_u64(&b, "drops_total", total);
+	json_obj_open(&b, "capture");
+	json_u64(&b, "data_events", ps->data_events);
+	json_u64(&b, "data_bytes", ps->data_bytes);
+	json_u64(&b, "captured_bytes", ps->captured_bytes);
+	json_u64(&b, "tls_sockets_seen", ps->tls_events);
+	json_obj_close(&b);
+	json_obj_open(&b, "http");
+	json_u64(&b, "requests", ps->conn.requests);
+	json_u64(&b, "responses", ps->conn.responses);
+	json_u64(&b, "orphan_responses", ps->conn.orphan_responses);
+	json_u64(&b, "unanswered_requests", ps->conn.unanswered_requests);
+	json_u64(&b, "pipeline_overflows", ps->conn.pipeline_overflows);
+	json_u64(&b, "garbage_bytes", ps->conn.garbage_bytes);
+	json_u64(&b, "resyncs", ps->conn.resyncs);
+	json_u64(&b, "head_overflows", ps->conn.head_overflows);
+	json_u64(&b, "uncaptured_bytes", ps->conn.gap_bytes);
+	json_obj_close(&b);
+	json_obj_open(&b, "conns");
+	json_u64(&b, "opened", ps->conn.conns_opened);
+	json_u64(&b, "live", ps->conn.conns_live);
+	json_u64(&b, "evicted_lru", ps->conn.conns_evicted_lru);
+	json_u64(&b, "evicted_idle", ps->conn.conns_evicted_idle);
+	json_obj_close(&b);
+	json_obj_close(&b);
+	fprintf(stderr, "phiwatch: stats %s\n", b.p ? b.p : "{}");
+	jbuf_free(&b);
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: phiwatch run [--events FILE|-] [--record FILE] [-v]\n"
+		   "\n"
+		   "Watch every HTTP/1.x API call made or answered on this host, in plaintext\n"
+		   "or through OpenSSL, and print one transaction per call. Needs root.\n"
+		   "\n"
+		   "  --events FILE   transactions as JSON lines to FILE ('-': stdout). Without it,\n"
+		   "                  stdout gets JSON lines, or a readable line per call on a terminal.\n"
+		   "  --record FILE   also save the raw capture for `phiwatch replay`\n"
+		   "  -v, --verbose   debug logging (libbpf included)\n"
+		   "\n"
+		   "SIGINT/SIGTERM: drain, print counters (\"phiwatch: stats {...}\"), exit 0.\n");
+}
+
+int cmd_run(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "events", required_argument, NULL, 'e' },
+		{ "record", required_argument, NULL, 'r' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	const char *events = NULL, *record = NULL;
+	int ch, rc = 1;
+
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "e:r:vh", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'e': events = optarg; break;
+		case 'r': record = optarg; break;
+		case 'v': log_level = LOG_LVL_DEBUG; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "phiwatch: run: unexpected argument \"%s\"\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	if (geteuid() != 0) {
+		fprintf(stderr, "phiwatch: run needs root (BPF programs and uprobes); try: sudo phiwatch run\n");
+		return 2;
+	}
+
+	struct sink_jsonl sink;
+	int err = sink_jsonl_open(&sink, events, true);
+	if (err) {
+		fprintf(stderr, "phiwatch: %s: %s\n", events, strerror(-err));
+		return 2;
+	}
+	struct run_ctx rctx = { 0 };
+	if (record) {
+		rctx.rec = fopen(record, "we");
+		if (!rctx.rec) {
+			fprintf(stderr, "phiwatch: %s: %s\n", record, strerror(errno));
+			sink_jsonl_close(&sink);
+			return 2;
+		}
+	}
+
+	struct sigaction sa = { .sa_handler = on_signal };
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	struct capture_opts co = { .ringbuf_bytes = 16u << 20, .poll_ms = 10, .wakeup_bytes = 256u << 10 };
+	struct capture *cap = capture__open(&co, on_record, &rctx);
+	if (!cap)
+		goto out_files;
+
+	struct pipeline_opts po = { .realtime_offset_ns = capture__realtime_offset(cap), .on_txn = sink_jsonl_txn,
+				    .ctx = &sink };
+	cmd_default_limits(&po.limits);
+	rctx.pl = pipeline__new(&po);
+	if (!rctx.pl) {
+		log_error("out of memory");
+		goto out_cap;
+	}
+	if (rctx.rec && record_write_header(rctx.rec, po.realtime_offset_ns) != 0) {
+		log_error("%s: writing the header failed", record);
+		goto out_pl;
+	}
+
+	struct capture_stats cs;
+	capture__stats(cap, &cs);
+	log_info("ready: %u tracepoints, %u OpenSSL libraries hooked; %s", cs.tracepoints, cs.tls_libs,
+		 events ? "writing transactions" : "transactions follow");
+	while (!stop) {
+		err = capture__poll(cap);
+		if (err) {
+			log_error("reading events failed: %s", strerror(-err));
+			break;
+		}
+		sink_jsonl_flush(&sink);
+	}
+	capture__drain(cap);
+	pipeline__finish(rctx.pl);
+	rc = err ? 1 : 0;
+
+	struct pipeline_stats ps;
+	pipeline__stats(rctx.pl, &ps);
+	capture__stats(cap, &cs);
+	if (sink_jsonl_close(&sink) != 0) {
+		log_error("%llu transactions could not be written", (unsigned long long)sink.write_errors);
+		rc = 1;
+	}
+	if (rctx.rec && (fclose(rctx.rec) != 0 || rctx.rec_errors)) {
+		log_error("the capture file is incomplete");
+		rc = 1;
+	}
+	rctx.rec = NULL;
+	capture__close(cap);
+	cmd_print_stats(&ps, cs.ring_events, cs.bad_events, sink.lines, sink.write_errors);
+	pipeline__free(rctx.pl);
+	return rc;
+
+out_pl:
+	pipeline__free(rctx.pl);
+out_cap:
+	capture__close(cap);
+out_files:
+	if (rctx.rec)
+		fclose(rctx.rec);
+	sink_jsonl_close(&sink);
+	return 1;
+}

@@ -1,0 +1,53 @@
+/* pipeline.h — capture records in, transactions out: the userspace path shared by `run` and `replay`.
+ * No libbpf and no I/O: the same bytes give the same transactions live,
+ * from a recording, in tests and under fuzzers.
+ */
+#ifndef PHIWATCH_PIPELINE_H
+#define PHIWATCH_PIPELINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conn.h"
+#include "txn.h"
+
+/* t is complete (realtime timestamps, sequence, process) and valid only
+ * during the call. */
+typedef void (*pipeline_txn_fn)(void *ctx, const struct txn *t);
+
+struct pipeline_opts {
+	struct conn_limits limits;
+	int64_t realtime_offset_ns;   /* realtime = monotonic event ts + this */
+	pipeline_txn_fn on_txn;
+	void *ctx;
+};
+
+struct pipeline_stats {
+	uint64_t records;
+	uint64_t bad_records;         /* failed validation: counted and skipped */
+	uint64_t data_events;
+	uint64_t data_bytes;          /* bytes the watched calls moved */
+	uint64_t captured_bytes;      /* bytes copied by the kernel */
+	uint64_t tls_events;
+	uint64_t transactions;
+	uint64_t kernel_drops[PW_DROP__MAX];
+	uint64_t kernel_drops_total;
+	uint64_t procs_live;
+	struct conn_stats conn;
+};
+
+struct pipeline;
+
+struct pipeline *pipeline__new(const struct pipeline_opts *o);
+/* Feeds one record (a kernel event or a userspace PW_EV_PROC/DROPS record).
+ * Returns 0, or -EINVAL when the record is malformed (counted, skipped). */
+int pipeline__feed(struct pipeline *p, const void *rec, size_t len);
+/* End of input: closes every connection (unanswered requests reported). */
+void pipeline__finish(struct pipeline *p);
+void pipeline__stats(const struct pipeline *p, struct pipeline_stats *out);
+void pipeline__free(struct pipeline *p);
+
+/* Name of a kernel drop reason, for stats and logs. */
+const char *pipeline_drop_name(unsigned reason);
+
+#endif
