@@ -24,7 +24,8 @@ CFLAGS     ?= -O2 -g
 WARN       := -Wall -Wextra -Werror -Wno-missing-field-initializers
 CPPFLAGS   := -Iinclude -Iuser -I$(BUILD) -D_GNU_SOURCE -DPHIWATCH_VERSION='"$(VERSION)"'
 ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) $(CPPFLAGS) -MMD -MP
-LDLIBS     := -lbpf -lelf -lz -ldl
+CORE_LIBS  := -lcjson -lcrypto -lz -lm
+LDLIBS     := -lbpf -lelf -ldl $(CORE_LIBS)
 SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 BPF_SRC    := bpf/phiwatch.bpf.c
@@ -34,9 +35,10 @@ SKEL       := $(BUILD)/phiwatch.skel.h
 VMLINUX    := $(BUILD)/vmlinux.h
 
 # Pure userspace (no libbpf, no I/O beyond stdio): unit-tested and fuzzed.
-CORE_SRC   := user/json.c user/txn.c user/http1.c user/conn.c user/pipeline.c user/record.c \
-              user/log.c user/sink_jsonl.c
-AGENT_SRC  := user/main.c user/cmd_run.c user/cmd_replay.c user/capture.c user/capture_tls.c user/elfsym.c
+# Agent-only: the command table, subcommands and the libbpf side.
+AGENT_SRC  := user/main.c $(wildcard user/cmd_*.c) $(wildcard user/capture*.c) user/elfsym.c
+# Everything else is the pure userspace pipeline: unit-tested and fuzzed.
+CORE_SRC   := $(filter-out $(AGENT_SRC),$(wildcard user/*.c))
 CORE_OBJ   := $(CORE_SRC:user/%.c=$(BUILD)/obj/%.o)
 AGENT_OBJ  := $(AGENT_SRC:user/%.c=$(BUILD)/obj/%.o)
 ASAN_CORE  := $(CORE_SRC:user/%.c=$(BUILD)/asan/%.o)
@@ -99,15 +101,15 @@ $(BUILD)/phiwatch: $(CORE_OBJ) $(AGENT_OBJ)
 
 $(BUILD)/tests/%: tests/unit/%.c $(CORE_OBJ) | $(BUILD)/tests
 	$(call msg,TEST,$@)
-	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $^ -lcmocka
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $^ -lcmocka $(CORE_LIBS)
 
 $(BUILD)/tests-asan/%: tests/unit/%.c $(ASAN_CORE) | $(BUILD)/tests-asan
 	$(call msg,TEST-ASAN,$@)
-	$(Q)$(CC) $(ALL_CFLAGS) $(SAN) -o $@ $^ -lcmocka
+	$(Q)$(CC) $(ALL_CFLAGS) $(SAN) -o $@ $^ -lcmocka $(CORE_LIBS)
 
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(CORE_SRC) | $(BUILD)/fuzz
 	$(call msg,FUZZ,$@)
-	$(Q)$(CLANG) -std=gnu11 -g -O1 $(CPPFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $^
+	$(Q)$(CLANG) -std=gnu11 -g -O1 $(CPPFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $^ $(CORE_LIBS)
 
 run: all
 	./$(BUILD)/phiwatch run

@@ -11,6 +11,7 @@
 
 #define TXN_METHOD_MAX 16
 #define TXN_IP_MAX 46     /* INET6_ADDRSTRLEN */
+#define TXN_MAX_IDS 16    /* patient ids kept per call */
 
 struct txn {
 	uint64_t ts_start;        /* realtime ns of the first request byte */
@@ -33,8 +34,22 @@ struct txn {
 	int status;               /* 0: no response was seen */
 	int role;                 /* enum pw_role */
 	bool truncated;
+	/* identity (identity.c): set by conn.c from the request headers */
 	const char *user;         /* principal, "-" when none */
 	const char *auth;         /* "bearer" | "basic" | "apikey" | "none" */
+	bool jwt;                 /* bearer token was a JWT */
+	bool jwt_broken;          /* bearer token present but undecodable */
+	bool jwt_has_iat, jwt_has_exp;
+	int64_t jwt_iat, jwt_exp; /* seconds since the epoch */
+	const char *jwt_scope;    /* "" when none */
+	/* resource (resource.c): which patient */
+	const char *resource_type;                 /* NULL when none, e.g. "Patient" */
+	const char *resource_ids[TXN_MAX_IDS];     /* patient ids touched */
+	size_t n_resource_ids;
+	/* response body findings (ssn.c) */
+	uint32_t ssn_count;       /* SSN-like values in the captured response body */
+	uint64_t ssn_first_offset;/* body offset of the first one */
+	char ssn_masked[16];      /* e.g. "***-**-6789": never the value */
 };
 
 /* Splits a request-target into path and query (no '?'); absolute-form
