@@ -86,7 +86,9 @@ static void announce_proc(struct capture *c, const struct pw_hdr *h, const char 
 	snprintf(path, sizeof(path), "/proc/%u/exe", h->pid);
 	ssize_t n = readlink(path, pi.exe, sizeof(pi.exe) - 1);
 	if (n < 0) {
-		/* Gone already: the path execve was given is the best we have. */
+		/* Gone already: what execve was given, or what a scan saw. */
+		if (!exe_hint)
+			exe_hint = tls_proc_exe(c, h->pid);
 		n = exe_hint ? (ssize_t)strnlen(exe_hint, PW_PATH_MAX_K - 1) : 0;
 		if (n)
 			memcpy(pi.exe, exe_hint, (size_t)n);

@@ -42,6 +42,8 @@ int tls_attach_initial(struct capture *c);
 /* A program started: scan now and a few times later (libraries load after exec). */
 void tls_on_exec(struct capture *c, uint32_t pid, const char *comm);
 void tls_on_exit(struct capture *c, uint32_t pid);
+/* The executable path seen when pid was last scanned, NULL if never. */
+const char *tls_proc_exe(struct capture *c, uint32_t pid);
 /* The kernel saw TLS records on a socket of pid outside any hooked SSL call. */
 void tls_on_tls_seen(struct capture *c, uint32_t pid, int fd);
 /* Periodic: pending rescans. */

@@ -45,6 +45,7 @@ struct tls_proc {
 	bool reported;              /* "TLS not instrumented" said once */
 	unsigned scans_left;
 	uint64_t next_scan_ms;
+	char exe[PW_PATH_MAX];      /* read while it ran: short-lived processes leave /proc early */
 	UT_hash_handle hh;
 };
 
@@ -196,6 +197,12 @@ static void scan_pid(struct capture *c, uint32_t pid)
 
 	if (!tp)
 		return;
+	snprintf(path, sizeof(path), "/proc/%u/exe", pid);
+	ssize_t n = readlink(path, line, sizeof(tp->exe) - 1);
+	if (n > 0) {
+		memcpy(tp->exe, line, (size_t)n);
+		tp->exe[n] = '\0';
+	}
 	snprintf(path, sizeof(path), "/proc/%u/maps", pid);
 	f = fopen(path, "re");
 	if (!f)
@@ -278,6 +285,13 @@ void tls_on_exec(struct capture *c, uint32_t pid, const char *comm)
 	scan_pid(c, pid);
 	tp->scans_left = RESCANS;
 	tp->next_scan_ms = capture_now_ms() + rescan_delays_ms[0];
+}
+
+const char *tls_proc_exe(struct capture *c, uint32_t pid)
+{
+	struct tls_proc *tp = tproc_get(c, pid, false);
+
+	return tp && tp->exe[0] ? tp->exe : NULL;
 }
 
 void tls_on_exit(struct capture *c, uint32_t pid)

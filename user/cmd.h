@@ -7,8 +7,6 @@
 int cmd_run(int argc, char **argv);
 int cmd_replay(int argc, char **argv);
 
-/* Defaults shared by run and replay (so a replay reproduces a run). */
-void cmd_default_limits(struct conn_limits *l);
 /* Prints "phiwatch: stats {...}" (one JSON line) on stderr. */
 void cmd_print_stats(const struct pipeline_stats *ps, uint64_t ring_events, uint64_t bad_events, uint64_t lines,
 		     uint64_t write_errors);

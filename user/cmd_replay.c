@@ -66,7 +66,7 @@ int cmd_replay(int argc, char **argv)
 	}
 	struct pipeline_opts po = { .realtime_offset_ns = rr.hdr.realtime_offset_ns, .on_txn = sink_jsonl_txn,
 				    .ctx = &sink };
-	cmd_default_limits(&po.limits);
+	pipeline_default_limits(&po.limits);
 	struct pipeline *pl = pipeline__new(&po);
 	if (!pl) {
 		fprintf(stderr, "phiwatch: out of memory\n");

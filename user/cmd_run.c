@@ -37,15 +37,6 @@ static void on_record(void *ctx, const void *rec, size_t len)
 	pipeline__feed(r->pl, rec, len);
 }
 
-void cmd_default_limits(struct conn_limits *l)
-{
-	l->max_conns = 65536;
-	l->idle_timeout_ns = 300ull * 1000000000ull;
-	l->head_cap = 32768;
-	l->target_cap = 8192;
-	l->pipeline_max = 64;
-}
-
 void cmd_print_stats(const struct pipeline_stats *ps, uint64_t ring_events, uint64_t bad_events, uint64_t lines,
 		     uint64_t write_errors)
 {
@@ -170,7 +161,7 @@ int cmd_run(int argc, char **argv)
 
 	struct pipeline_opts po = { .realtime_offset_ns = capture__realtime_offset(cap), .on_txn = sink_jsonl_txn,
 				    .ctx = &sink };
-	cmd_default_limits(&po.limits);
+	pipeline_default_limits(&po.limits);
 	rctx.pl = pipeline__new(&po);
 	if (!rctx.pl) {
 		log_error("out of memory");

@@ -632,7 +632,7 @@ static void enter_passthrough(struct http1_stream *s)
 	head_reset(s);
 	s->cand_len = 0;
 	if (s->active) {
-		s->end.unframed = true;
+		s->end.truncated = s->end.unframed = true;
 		complete(s);
 	}
 	s->state = ST_PASS;
@@ -918,12 +918,12 @@ static size_t feed_resync(struct http1_stream *s, const char *d, size_t i, size_
 		unsigned char c = (unsigned char)d[i];
 		if (s->cand_len) {
 			int r = cand_try(s, c);
+			if (r >= 0)
+				s->cand[s->cand_len++] = (char)c;
 			if (r == 1)
 				return cand_start(s, i + 1);
-			if (r == 0) {
-				s->cand[s->cand_len++] = (char)c;
+			if (r == 0)
 				continue;
-			}
 			s->stats.garbage_bytes += s->cand_len;
 			s->bnd = !is_tchar((unsigned char)s->cand[s->cand_len - 1]);
 			s->cand_len = 0;

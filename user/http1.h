@@ -99,7 +99,7 @@ void http1_stream__close(struct http1_stream *s, uint64_t ts);
 /*
  * From now on consume everything without parsing (after 101 Switching Protocols,
  * which the stream does by itself, or CONNECT 2xx). May be called from a
- * callback. A message in progress is completed with unframed=true, except
+ * callback. A message in progress is completed with truncated=unframed=true, except
  * when called from on_head: that message then ends cleanly with its head.
  * A partially buffered head is discarded (not counted as garbage).
  */

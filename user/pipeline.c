@@ -34,6 +34,15 @@ static const char *drop_names[PW_DROP__MAX] = {
 	[PW_DROP_TLS_NO_FD] = "tls_no_fd",
 };
 
+void pipeline_default_limits(struct conn_limits *l)
+{
+	l->max_conns = 65536;
+	l->idle_timeout_ns = 300ull * 1000000000ull;
+	l->head_cap = 32768;
+	l->target_cap = 8192;
+	l->pipeline_max = 64;
+}
+
 const char *pipeline_drop_name(unsigned reason)
 {
 	return reason < PW_DROP__MAX && drop_names[reason] ? drop_names[reason] : "unknown";

@@ -38,6 +38,9 @@ struct pipeline_stats {
 
 struct pipeline;
 
+/* Defaults shared by run and replay (so a replay reproduces a run). */
+void pipeline_default_limits(struct conn_limits *l);
+
 struct pipeline *pipeline__new(const struct pipeline_opts *o);
 /* Feeds one record (a kernel event or a userspace PW_EV_PROC/DROPS record).
  * Returns 0, or -EINVAL when the record is malformed (counted, skipped). */
