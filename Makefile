@@ -25,7 +25,8 @@ WARN       := -Wall -Wextra -Werror -Wno-missing-field-initializers
 CPPFLAGS   := -Iinclude -Iuser -I$(BUILD) -D_GNU_SOURCE -DPHIWATCH_VERSION='"$(VERSION)"'
 ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) $(CPPFLAGS) -MMD -MP
 CORE_LIBS  := -lcjson -lcrypto -lz -lm
-LDLIBS     := -lbpf -lelf -ldl $(CORE_LIBS)
+HOST_LIBS  := -lelf -lcapstone
+LDLIBS     := -lbpf -ldl $(HOST_LIBS) $(CORE_LIBS)
 SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 BPF_SRC    := bpf/phiwatch.bpf.c
@@ -36,12 +37,15 @@ VMLINUX    := $(BUILD)/vmlinux.h
 
 # Pure userspace (no libbpf, no I/O beyond stdio): unit-tested and fuzzed.
 # Agent-only: the command table, subcommands and the libbpf side.
-AGENT_SRC  := user/main.c $(wildcard user/cmd_*.c) $(wildcard user/capture*.c) user/elfsym.c
+AGENT_SRC  := user/main.c $(wildcard user/cmd_*.c) $(wildcard user/capture*.c)
+# Reads ELF files (libelf, Capstone), no libbpf: unit-tested, not fuzzed.
+HOST_SRC   := user/elfsym.c user/placement.c
 # Everything else is the pure userspace pipeline: unit-tested and fuzzed.
-CORE_SRC   := $(filter-out $(AGENT_SRC),$(wildcard user/*.c))
+CORE_SRC   := $(filter-out $(AGENT_SRC) $(HOST_SRC),$(wildcard user/*.c))
 CORE_OBJ   := $(CORE_SRC:user/%.c=$(BUILD)/obj/%.o)
+HOST_OBJ   := $(HOST_SRC:user/%.c=$(BUILD)/obj/%.o)
 AGENT_OBJ  := $(AGENT_SRC:user/%.c=$(BUILD)/obj/%.o)
-ASAN_CORE  := $(CORE_SRC:user/%.c=$(BUILD)/asan/%.o)
+ASAN_CORE  := $(CORE_SRC:user/%.c=$(BUILD)/asan/%.o) $(HOST_SRC:user/%.c=$(BUILD)/asan/%.o)
 
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -51,7 +55,7 @@ FUZZ_BIN   := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_TIME  ?= 60
 
 DEPS_APT   := clang llvm make gcc pkg-config libbpf-dev bpftool libelf-dev zlib1g-dev libcjson-dev \
-              libssl-dev libcmocka-dev uthash-dev libclang-rt-14-dev nginx curl wrk rsyslog tshark \
+              libssl-dev libcmocka-dev uthash-dev libcapstone-dev libclang-rt-14-dev nginx curl wrk rsyslog tshark \
               python3 openssl procps iproute2 hyperfine bpftrace
 
 .PHONY: all deps run test unit integration fuzz fuzz-smoke bench install clean
@@ -95,17 +99,17 @@ $(BUILD)/asan/%.o: user/%.c | $(BUILD)/asan
 # Only the capture files include the skeleton.
 $(BUILD)/obj/capture.o $(BUILD)/obj/capture_tls.o: $(SKEL)
 
-$(BUILD)/phiwatch: $(CORE_OBJ) $(AGENT_OBJ)
+$(BUILD)/phiwatch: $(CORE_OBJ) $(HOST_OBJ) $(AGENT_OBJ)
 	$(call msg,LINK,$@)
 	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(CORE_OBJ) | $(BUILD)/tests
+$(BUILD)/tests/%: tests/unit/%.c $(CORE_OBJ) $(HOST_OBJ) | $(BUILD)/tests
 	$(call msg,TEST,$@)
-	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $^ -lcmocka $(CORE_LIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $^ -lcmocka $(HOST_LIBS) $(CORE_LIBS)
 
 $(BUILD)/tests-asan/%: tests/unit/%.c $(ASAN_CORE) | $(BUILD)/tests-asan
 	$(call msg,TEST-ASAN,$@)
-	$(Q)$(CC) $(ALL_CFLAGS) $(SAN) -o $@ $^ -lcmocka $(CORE_LIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) $(SAN) -o $@ $^ -lcmocka $(HOST_LIBS) $(CORE_LIBS)
 
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(CORE_SRC) | $(BUILD)/fuzz
 	$(call msg,FUZZ,$@)

@@ -93,7 +93,8 @@ static __always_inline void ssl_exit(long moved, bool ex, long ret)
 
 	if (ex) {
 		size_t n = 0;
-		if (ret != 1 || bpf_probe_read_user(&n, sizeof(n), (void *)c.nbytes_ptr))
+		/* 1 from SSL_*_ex; > 0 from the internal functions they share */
+		if (ret <= 0 || bpf_probe_read_user(&n, sizeof(n), (void *)c.nbytes_ptr))
 			return;
 		moved = n;
 	}

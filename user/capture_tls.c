@@ -20,10 +20,11 @@
 #include <uthash.h>
 
 #include "elfsym.h"
+#include "placement.h"
 #include "log.h"
 #include "phiwatch.skel.h"
 
-#define TLS_MAX_LINKS 8
+#define TLS_MAX_LINKS 8   /* entry + return for up to 2 targets per side */
 
 struct file_key {
 	uint64_t dev;
@@ -59,28 +60,27 @@ struct exe_seen {
 static const unsigned rescan_delays_ms[] = { 50, 250, 1000, 4000 };
 #define RESCANS (sizeof(rescan_delays_ms) / sizeof(rescan_delays_ms[0]))
 
-struct hook {
-	const char *func;
-	bool ret;
-	bool required;
-};
-
-static struct bpf_program *hook_prog(struct capture *c, unsigned i)
+static void attach_target(struct capture *c, struct tls_lib *lib, const char *path, const struct place_target *t,
+			  bool write)
 {
 	struct phiwatch_bpf *s = c->skel;
-	struct bpf_program *progs[] = {
-		s->progs.ssl_write_enter, s->progs.ssl_rw_exit,  s->progs.ssl_read_enter,    s->progs.ssl_rw_exit,
-		s->progs.ssl_write_ex_enter, s->progs.ssl_rw_ex_exit, s->progs.ssl_read_ex_enter, s->progs.ssl_rw_ex_exit,
-	};
-	return progs[i];
-}
+	struct bpf_program *entry = write ? (t->ex ? s->progs.ssl_write_ex_enter : s->progs.ssl_write_enter)
+					  : (t->ex ? s->progs.ssl_read_ex_enter : s->progs.ssl_read_enter);
+	struct bpf_program *ret = t->ex ? s->progs.ssl_rw_ex_exit : s->progs.ssl_rw_exit;
+	struct bpf_program *progs[2] = { entry, ret };
 
-static const struct hook hooks[TLS_MAX_LINKS] = {
-	{ "SSL_write", false, true },    { "SSL_write", true, true },
-	{ "SSL_read", false, true },     { "SSL_read", true, true },
-	{ "SSL_write_ex", false, false }, { "SSL_write_ex", true, false },
-	{ "SSL_read_ex", false, false },  { "SSL_read_ex", true, false },
-};
+	for (int i = 0; i < 2 && lib->nlinks < TLS_MAX_LINKS; i++) {
+		LIBBPF_OPTS(bpf_uprobe_opts, uo, .retprobe = i == 1);
+		struct bpf_link *l = bpf_program__attach_uprobe_opts(progs[i], -1, path, t->offset, &uo);
+		if (!l) {
+			log_warn("TLS: cannot hook %s%s in %s at offset 0x%llx: %s", t->how, i ? " (return)" : "", path,
+				 (unsigned long long)t->offset, strerror(errno));
+			lib->hooked = false;
+			continue;
+		}
+		lib->links[lib->nlinks++] = l;
+	}
+}
 
 /* Hooks one file. Returns the library (hooked or not: a failure is not
  * retried on every scan), NULL on allocation failure. */
@@ -88,7 +88,7 @@ static struct tls_lib *lib_attach(struct capture *c, const struct file_key *k, c
 				  const char *why)
 {
 	struct tls_lib *lib;
-	char done[128] = "";
+	char done[640] = "";
 	size_t dl = 0;
 
 	HASH_FIND(hh, c->libs, k, sizeof(*k), lib);
@@ -101,26 +101,27 @@ static struct tls_lib *lib_attach(struct capture *c, const struct file_key *k, c
 	snprintf(lib->path, sizeof(lib->path), "%s", path);
 	HASH_ADD(hh, c->libs, key, sizeof(lib->key), lib);
 
+	struct ssl_placement pl;
+	char err[256];
+	if (placement_find(path, &pl, err, sizeof(err)) != 0) {
+		log_warn("TLS: cannot place probes: %s", err);
+		return lib;
+	}
 	lib->hooked = true;
-	for (unsigned i = 0; i < TLS_MAX_LINKS; i++) {
-		LIBBPF_OPTS(bpf_uprobe_opts, uo, .func_name = hooks[i].func, .retprobe = hooks[i].ret);
-		struct bpf_link *l = bpf_program__attach_uprobe_opts(hook_prog(c, i), -1, path, 0, &uo);
-		if (!l) {
-			int err = errno;
-			if (hooks[i].required) {
-				log_warn("TLS: cannot hook %s%s in %s: %s", hooks[i].func, hooks[i].ret ? " (return)" : "",
-					 path, strerror(err));
-				lib->hooked = false;
-			}
-			continue;
-		}
-		lib->links[lib->nlinks++] = l;
-		if (!hooks[i].ret && dl < sizeof(done))
-			dl += (size_t)snprintf(done + dl, sizeof(done) - dl, "%s%s", dl ? ", " : "", hooks[i].func);
+	for (size_t i = 0; i < pl.nread; i++)
+		attach_target(c, lib, path, &pl.read[i], false);
+	for (size_t i = 0; i < pl.nwrite; i++)
+		attach_target(c, lib, path, &pl.write[i], true);
+	for (size_t i = 0; i < pl.nread + pl.nwrite; i++) {
+		const struct place_target *t = i < pl.nread ? &pl.read[i] : &pl.write[i - pl.nread];
+		dl += (size_t)snprintf(done + dl, sizeof(done) - dl, "%s%s @0x%llx `%s` (%s)", dl ? "; " : "", t->how,
+				       (unsigned long long)t->offset, t->insn, t->emulated ? "emulated" : "single-stepped");
+		if (dl >= sizeof(done))
+			break;
 	}
 	if (lib->hooked) {
 		c->st.tls_libs++;
-		log_info("TLS: hooked %s (%s) at function entry, %s pid %u", path, done, why, pid);
+		log_info("TLS: hooked %s (%s pid %u): %s", path, why, pid, done);
 	}
 	return lib;
 }
