@@ -115,6 +115,22 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(CORE_SRC) | $(BUILD)/fuzz
 	$(call msg,FUZZ,$@)
 	$(Q)$(CLANG) -std=gnu11 -g -O1 $(CPPFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $^ $(CORE_LIBS)
 
+BENCH_C    := $(wildcard tests/bench/bench_*.c)
+BENCH_BIN  := $(BENCH_C:tests/bench/%.c=$(BUILD)/bench/%)
+
+$(BUILD)/bench:
+	$(Q)mkdir -p $@
+
+$(BUILD)/bench/%: tests/bench/%.c $(CORE_OBJ) $(HOST_OBJ) | $(BUILD)/bench
+	$(call msg,BENCH,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $^ $(HOST_LIBS) $(CORE_LIBS)
+
+# Benchmarks print ratios measured side by side; they are not tests.
+bench: deps
+	$(Q)$(MAKE) --no-print-directory all $(BENCH_BIN)
+	$(Q)for b in $(BENCH_BIN); do echo "== $$(basename $$b)"; $$b || exit 1; done
+	$(Q)BUILD=$(BUILD) $(PYTHON) tests/bench/bench_http.py
+
 run: all
 	./$(BUILD)/phiwatch run
 

@@ -27,6 +27,11 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* Set by userspace before load. */
 const volatile __u32 self_tgid = 0;
+/* Benchmark floor (`run --floor`): every program returns at once. The
+ * verifier prunes the rest (read-only data), so this is the cost of the hooks
+ * alone, at the same places. */
+const volatile bool floor_mode = false;
+#define FLOOR_RETURN() do { if (floor_mode) return 0; } while (0)
 /* Wake the reader only when this many bytes wait in the ring; below it the
  * reader drains on its own short timer (bounded delay, far fewer wake-ups). */
 const volatile __u64 wakeup_bytes = 256 * 1024;

@@ -18,6 +18,7 @@ static __always_inline void proc_event(__u16 type)
 SEC("tracepoint/sched/sched_process_exec")
 int handle_exec(struct trace_event_raw_sched_process_exec *ctx)
 {
+	FLOOR_RETURN();
 	__u64 id = bpf_get_current_pid_tgid();
 	struct scratch *s;
 
@@ -41,6 +42,7 @@ int handle_exec(struct trace_event_raw_sched_process_exec *ctx)
 SEC("tracepoint/sched/sched_process_exit")
 int handle_exit(struct trace_event_raw_sched_process_template *ctx)
 {
+	FLOOR_RETURN();
 	__u64 id = bpf_get_current_pid_tgid();
 
 	/* One event per process, not per thread. */

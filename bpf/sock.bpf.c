@@ -199,12 +199,14 @@ static __always_inline void data_exit(long ret, const __u8 kind)
 	SEC("tracepoint/syscalls/sys_enter_" #name)                         \
 	int enter_##name(struct trace_event_raw_sys_enter *ctx)             \
 	{                                                                   \
+		FLOOR_RETURN();                                             \
 		data_enter((int)ctx->args[0], ctx->args[1], ctx->args[2], kind, dir); \
 		return 0;                                                   \
 	}                                                                   \
 	SEC("tracepoint/syscalls/sys_exit_" #name)                          \
 	int exit_##name(struct trace_event_raw_sys_exit *ctx)               \
 	{                                                                   \
+		FLOOR_RETURN();                                             \
 		data_exit(ctx->ret, kind);                                  \
 		return 0;                                                   \
 	}
@@ -223,6 +225,7 @@ DATA_TP(sendmsg, CK_MSG, PW_DIR_EGRESS)
 SEC("tracepoint/syscalls/sys_enter_sendfile64")
 int enter_sendfile64(struct trace_event_raw_sys_enter *ctx)
 {
+	FLOOR_RETURN();
 	data_enter((int)ctx->args[0], 0, 0, CK_NOCOPY, PW_DIR_EGRESS);
 	return 0;
 }
@@ -230,6 +233,7 @@ int enter_sendfile64(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_exit_sendfile64")
 int exit_sendfile64(struct trace_event_raw_sys_exit *ctx)
 {
+	FLOOR_RETURN();
 	data_exit(ctx->ret, CK_NOCOPY);
 	return 0;
 }
@@ -253,6 +257,7 @@ static __always_inline void accept_exit(long ret)
 SEC("tracepoint/syscalls/sys_exit_accept")
 int exit_accept(struct trace_event_raw_sys_exit *ctx)
 {
+	FLOOR_RETURN();
 	accept_exit(ctx->ret);
 	return 0;
 }
@@ -260,6 +265,7 @@ int exit_accept(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_exit_accept4")
 int exit_accept4(struct trace_event_raw_sys_exit *ctx)
 {
+	FLOOR_RETURN();
 	accept_exit(ctx->ret);
 	return 0;
 }
@@ -267,6 +273,7 @@ int exit_accept4(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_enter_connect")
 int enter_connect(struct trace_event_raw_sys_enter *ctx)
 {
+	FLOOR_RETURN();
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)id;
 	__s32 fd = (__s32)ctx->args[0];
@@ -281,6 +288,7 @@ int enter_connect(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_exit_connect")
 int exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
+	FLOOR_RETURN();
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)id;
 	__s32 *fdp = bpf_map_lookup_elem(&connects, &tid);
@@ -307,6 +315,7 @@ static __always_inline void ssl_forget(__u32 tgid, __u64 ssl);
 SEC("tracepoint/syscalls/sys_enter_close")
 int enter_close(struct trace_event_raw_sys_enter *ctx)
 {
+	FLOOR_RETURN();
 	__u64 id = bpf_get_current_pid_tgid();
 	int fd = (int)ctx->args[0];
 	__u64 key = sock_key(id >> 32, fd);

@@ -128,6 +128,7 @@ static __always_inline void ssl_exit(long moved, bool ex, long ret)
 SEC("uprobe")
 int BPF_KPROBE(ssl_write_enter, void *ssl, const void *buf, int num)
 {
+	FLOOR_RETURN();
 	ssl_enter((__u64)ssl, (__u64)buf, 0, PW_DIR_EGRESS);
 	return 0;
 }
@@ -135,6 +136,7 @@ int BPF_KPROBE(ssl_write_enter, void *ssl, const void *buf, int num)
 SEC("uprobe")
 int BPF_KPROBE(ssl_read_enter, void *ssl, void *buf, int num)
 {
+	FLOOR_RETURN();
 	ssl_enter((__u64)ssl, (__u64)buf, 0, PW_DIR_INGRESS);
 	return 0;
 }
@@ -142,6 +144,7 @@ int BPF_KPROBE(ssl_read_enter, void *ssl, void *buf, int num)
 SEC("uprobe")
 int BPF_KPROBE(ssl_write_ex_enter, void *ssl, const void *buf, size_t num, size_t *written)
 {
+	FLOOR_RETURN();
 	ssl_enter((__u64)ssl, (__u64)buf, (__u64)written, PW_DIR_EGRESS);
 	return 0;
 }
@@ -149,6 +152,7 @@ int BPF_KPROBE(ssl_write_ex_enter, void *ssl, const void *buf, size_t num, size_
 SEC("uprobe")
 int BPF_KPROBE(ssl_read_ex_enter, void *ssl, void *buf, size_t num, size_t *readbytes)
 {
+	FLOOR_RETURN();
 	ssl_enter((__u64)ssl, (__u64)buf, (__u64)readbytes, PW_DIR_INGRESS);
 	return 0;
 }
@@ -156,6 +160,7 @@ int BPF_KPROBE(ssl_read_ex_enter, void *ssl, void *buf, size_t num, size_t *read
 SEC("uretprobe")
 int BPF_KRETPROBE(ssl_rw_exit, int ret)
 {
+	FLOOR_RETURN();
 	ssl_exit(ret, false, ret);
 	return 0;
 }
@@ -163,6 +168,7 @@ int BPF_KRETPROBE(ssl_rw_exit, int ret)
 SEC("uretprobe")
 int BPF_KRETPROBE(ssl_rw_ex_exit, int ret)
 {
+	FLOOR_RETURN();
 	ssl_exit(0, true, ret);
 	return 0;
 }

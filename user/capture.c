@@ -256,6 +256,7 @@ struct capture *capture__open(const struct capture_opts *o, capture_rec_fn fn, v
 	}
 	c->skel->rodata->self_tgid = (uint32_t)getpid();
 	c->skel->rodata->wakeup_bytes = o->wakeup_bytes;
+	c->skel->rodata->floor_mode = o->floor;
 	err = bpf_map__set_max_entries(c->skel->maps.events, (uint32_t)o->ringbuf_bytes);
 	if (err) {
 		log_error("ring buffer size %zu rejected: %s", o->ringbuf_bytes, strerror(-err));

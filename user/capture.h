@@ -6,6 +6,7 @@
 #ifndef PHIWATCH_CAPTURE_H
 #define PHIWATCH_CAPTURE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -15,6 +16,7 @@ struct capture_opts {
 	size_t ringbuf_bytes;     /* power of two, >= page size */
 	unsigned poll_ms;         /* longest delay before buffered events are read */
 	size_t wakeup_bytes;      /* wake the reader early when this much is waiting */
+	bool floor;               /* benchmark floor: same hooks, programs return at once */
 };
 
 struct capture_stats {

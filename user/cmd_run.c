@@ -96,6 +96,8 @@ static void usage(FILE *f)
 		   "                  stdout gets JSON lines, or a readable line per call on a terminal.\n"
 		   "  --record FILE   also save the raw capture for `phiwatch replay`\n"
 		   "  -v, --verbose   debug logging (libbpf included)\n"
+		   "  --floor         benchmark floor: attach the same hooks with programs that\n"
+		   "                  return at once (captures nothing)\n"
 		   "\n"
 		   "SIGINT/SIGTERM: drain, print counters (\"phiwatch: stats {...}\"), exit 0.\n");
 }
@@ -106,10 +108,12 @@ int cmd_run(int argc, char **argv)
 		{ "events", required_argument, NULL, 'e' },
 		{ "record", required_argument, NULL, 'r' },
 		{ "verbose", no_argument, NULL, 'v' },
+		{ "floor", no_argument, NULL, 'F' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
 	const char *events = NULL, *record = NULL;
+	bool floor = false;
 	int ch, rc = 1;
 
 	optind = 1;
@@ -118,6 +122,7 @@ int cmd_run(int argc, char **argv)
 		case 'e': events = optarg; break;
 		case 'r': record = optarg; break;
 		case 'v': log_level = LOG_LVL_DEBUG; break;
+		case 'F': floor = true; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -154,7 +159,8 @@ int cmd_run(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	struct capture_opts co = { .ringbuf_bytes = 16u << 20, .poll_ms = 10, .wakeup_bytes = 256u << 10 };
+	struct capture_opts co = { .ringbuf_bytes = 16u << 20, .poll_ms = 10, .wakeup_bytes = 256u << 10,
+				 .floor = floor };
 	struct capture *cap = capture__open(&co, on_record, &rctx);
 	if (!cap)
 		goto out_files;

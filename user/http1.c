@@ -1,5 +1,5 @@
 /* http1.c — HTTP/1.x head parser and incremental message framer (RFC 9112 §2-§7). */
-/* Not a validator for conformance: lenient where servers are lenient, so an attacker cannot hide a message from us. */
+/* Not a conformance checker: lenient where servers are, so no message can hide from us by being odd. */
 #include "http1.h"
 
 #include <errno.h>
@@ -435,7 +435,8 @@ stop:
 	}
 }
 
-int http1_parse_head(enum http1_kind kind, const char *buf, size_t len, struct http1_head *h, size_t *head_len)
+int http1_parse_head(enum http1_kind kind, const char *buf, size_t len, struct http1_head *h,
+		     size_t *head_len)
 {
 	struct framing fr;
 
@@ -509,7 +510,8 @@ struct http1_stream {
 	uint64_t cand_ts;
 };
 
-struct http1_stream *http1_stream__new(enum http1_kind kind, size_t head_cap, const struct http1_callbacks *cb, void *ctx)
+struct http1_stream *http1_stream__new(enum http1_kind kind, size_t head_cap,
+				       const struct http1_callbacks *cb, void *ctx)
 {
 	struct http1_stream *s;
 
@@ -573,7 +575,7 @@ static bool head_append(struct http1_stream *s, const char *p, size_t n)
 	if (s->hlen + n > s->hcap) {
 		size_t cap = s->hcap ? s->hcap : 256;
 		while (cap < s->hlen + n)
-			cap *= 2;
+			cap = cap > s->head_cap / 2 ? s->head_cap : cap * 2;
 		if (cap > s->head_cap)
 			cap = s->head_cap;
 		char *nb = realloc(s->hbuf, cap);
@@ -852,8 +854,13 @@ static size_t feed_head(struct http1_stream *s, const char *d, size_t i, size_t 
 
 /* ---- resync ---- */
 
-static const char *const req_starts[] = {
-	"GET ", "HEAD ", "POST ", "PUT ", "DELETE ", "PATCH ", "OPTIONS ", "TRACE ", "CONNECT ",
+#define START(s) { s, sizeof(s) - 1 }
+static const struct {
+	const char *s;
+	size_t len;
+} req_starts[] = {
+	START("GET "), START("HEAD "), START("POST "), START("PUT "), START("DELETE "),
+	START("PATCH "), START("OPTIONS "), START("TRACE "), START("CONNECT "),
 };
 
 /* 1: cand + c is a whole start, 0: a proper prefix of one, -1: neither */
@@ -867,8 +874,8 @@ static int cand_try(const struct http1_stream *s, unsigned char c)
 		return k + 1 == sizeof(sl_version) - 1 ? 1 : 0;
 	}
 	for (size_t m = 0; m < sizeof(req_starts) / sizeof(req_starts[0]); m++) {
-		const char *w = req_starts[m];
-		size_t wl = strlen(w), j;
+		const char *w = req_starts[m].s;
+		size_t wl = req_starts[m].len, j;
 		if (wl <= k)
 			continue;
 		for (j = 0; j < k; j++)
@@ -1177,7 +1184,8 @@ static void run(struct http1_stream *s, const char *d, size_t n)
 	}
 }
 
-void http1_stream__feed(struct http1_stream *s, const char *data, size_t cap_len, uint64_t total_len, uint64_t ts)
+void http1_stream__feed(struct http1_stream *s, const char *data, size_t cap_len,
+			uint64_t total_len, uint64_t ts)
 {
 	if (!s)
 		return;

@@ -1,4 +1,4 @@
-/* http1.h — incremental HTTP/1.x head parser and message framer over one direction of a byte stream. */
+/* http1.h — HTTP/1.x head parser and incremental message framer for one direction of a stream. */
 /* Not an HTTP client or server: no I/O, no global state, never answers or rewrites anything. */
 #ifndef PHIWATCH_HTTP1_H
 #define PHIWATCH_HTTP1_H
@@ -39,7 +39,8 @@ struct http1_head {
  * continuation lines (the value slice then spans them, CRLFs included).
  * Slices borrow buf; h is fully written on HTTP1_OK only.
  */
-int http1_parse_head(enum http1_kind kind, const char *buf, size_t len, struct http1_head *h, size_t *head_len);
+int http1_parse_head(enum http1_kind kind, const char *buf, size_t len, struct http1_head *h,
+		     size_t *head_len);
 
 /* Case-insensitive header lookup among the stored headers; the first match or NULL. */
 const struct slice *http1_header_get(const struct http1_head *h, const char *name);
@@ -81,7 +82,8 @@ struct http1_stream;	/* opaque */
  * cap on one chunk-size line and on a trailer section. Must be > 0.
  * cb is copied. Returns NULL and sets errno (EINVAL, ENOMEM) on failure.
  */
-struct http1_stream *http1_stream__new(enum http1_kind kind, size_t head_cap, const struct http1_callbacks *cb, void *ctx);
+struct http1_stream *http1_stream__new(enum http1_kind kind, size_t head_cap,
+				       const struct http1_callbacks *cb, void *ctx);
 /* NULL ok. Must not be called from inside a callback of the same stream. */
 void http1_stream__free(struct http1_stream *s);
 /*
@@ -89,7 +91,8 @@ void http1_stream__free(struct http1_stream *s);
  * bytes (a total_len below cap_len is taken as cap_len). ts: the chunk's
  * timestamp (ns). Callbacks run synchronously from here.
  */
-void http1_stream__feed(struct http1_stream *s, const char *data, size_t cap_len, uint64_t total_len, uint64_t ts);
+void http1_stream__feed(struct http1_stream *s, const char *data, size_t cap_len,
+			uint64_t total_len, uint64_t ts);
 /*
  * Peer closed: completes a response body delimited by connection close; a
  * message cut short by the close completes with truncated=true; a partial head

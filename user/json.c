@@ -43,7 +43,7 @@ static bool jbuf_reserve(struct jbuf *b, size_t extra)
 	return true;
 }
 
-void jbuf_put(struct jbuf *b, const char *s, size_t n)
+void jbuf_put_grow(struct jbuf *b, const char *s, size_t n)
 {
 	if (!jbuf_reserve(b, n))
 		return;
@@ -193,20 +193,33 @@ void json_cstr(struct jbuf *b, const char *key, const char *s)
 	json_str(b, key, s, strlen(s));
 }
 
+/* Decimal digits of v, right-aligned in t[24]; returns the first. */
+static char *u64_digits(char t[24], uint64_t v)
+{
+	char *p = t + 24;
+	do {
+		*--p = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	return p;
+}
+
 void json_u64(struct jbuf *b, const char *key, uint64_t v)
 {
 	char t[24];
-	int n = snprintf(t, sizeof(t), "%llu", (unsigned long long)v);
+	char *p = u64_digits(t, v);
 	json_key(b, key);
-	jbuf_put(b, t, (size_t)n);
+	jbuf_put(b, p, (size_t)(t + 24 - p));
 }
 
 void json_i64(struct jbuf *b, const char *key, int64_t v)
 {
 	char t[24];
-	int n = snprintf(t, sizeof(t), "%lld", (long long)v);
+	char *p = u64_digits(t, v < 0 ? 0 - (uint64_t)v : (uint64_t)v);
+	if (v < 0)
+		*--p = '-';
 	json_key(b, key);
-	jbuf_put(b, t, (size_t)n);
+	jbuf_put(b, p, (size_t)(t + 24 - p));
 }
 
 void json_bool(struct jbuf *b, const char *key, bool v)
@@ -217,11 +230,28 @@ void json_bool(struct jbuf *b, const char *key, bool v)
 
 void json_time_rfc3339(char *out, size_t outlen, uint64_t ns)
 {
+	/* Calls arrive in bursts within one second: format the date once per second. */
+	static __thread time_t last_sec = -1;
+	static __thread char date[24];
 	time_t sec = (time_t)(ns / 1000000000ull);
-	struct tm tm;
-	char d[24];
+	unsigned us = (unsigned)(ns % 1000000000ull / 1000);
 
-	gmtime_r(&sec, &tm);
-	strftime(d, sizeof(d), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(out, outlen, "%s.%06uZ", d, (unsigned)(ns % 1000000000ull / 1000));
+	if (sec != last_sec) {
+		struct tm tm;
+		gmtime_r(&sec, &tm);
+		strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
+		last_sec = sec;
+	}
+	if (outlen < 28) {
+		snprintf(out, outlen, "%s", date);
+		return;
+	}
+	memcpy(out, date, 19);
+	out[19] = '.';
+	for (int i = 25; i >= 20; i--) {
+		out[i] = (char)('0' + us % 10);
+		us /= 10;
+	}
+	out[26] = 'Z';
+	out[27] = '\0';
 }

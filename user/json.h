@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 struct jbuf {
 	char *p;
@@ -21,7 +22,19 @@ struct jbuf {
 void jbuf_init(struct jbuf *b);
 void jbuf_free(struct jbuf *b);
 void jbuf_reset(struct jbuf *b);
-void jbuf_put(struct jbuf *b, const char *s, size_t n);
+/* Slow path of jbuf_put: grows the buffer. */
+void jbuf_put_grow(struct jbuf *b, const char *s, size_t n);
+
+static inline void jbuf_put(struct jbuf *b, const char *s, size_t n)
+{
+	if (b->len + n + 1 > b->cap) {
+		jbuf_put_grow(b, s, n);
+		return;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
 void jbuf_puts(struct jbuf *b, const char *s);
 /* Appends s[0..n) escaped for a JSON string body (no quotes added).
  * Invalid UTF-8 becomes U+FFFD; control bytes become \uXXXX or \n-style. */

@@ -1,4 +1,4 @@
-/* fuzz_http1.c — libFuzzer target for user/http1.c: random chunking and capture gaps, invariants checked in every callback. */
+/* fuzz_http1.c — libFuzzer target for user/http1.c: random chunking and capture gaps, invariants in callbacks. */
 /*
  * Input: [0] flags (bit0 response, bit1 close at end, bit2 passthrough from
  * on_head on status 200, bit3 HEAD_NO_BODY for odd responses), [1] head_cap
@@ -99,6 +99,8 @@ static int fz_head(void *ctx, const struct http1_head *h, uint64_t ts_first)
 		mix_slice(z, h->headers[i].name);
 		mix_slice(z, h->headers[i].value);
 	}
+	const struct slice *cl = http1_header_get(h, "content-length");
+	CHECK(!cl || (cl >= &h->headers[0].value && cl <= &h->headers[h->num_headers - 1].value));
 	if ((z->flags & 4) && h->status == 200)
 		http1_stream__passthrough(z->s);
 	if ((z->flags & 8) && (h->status & 1))
