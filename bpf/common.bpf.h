@@ -32,6 +32,47 @@ const volatile __u32 self_tgid = 0;
  * alone, at the same places. */
 const volatile bool floor_mode = false;
 #define FLOOR_RETURN() do { if (floor_mode) return 0; } while (0)
+/* Configured filters; when off, their maps are never looked up. */
+const volatile bool filter_ports = false;
+const volatile bool filter_tgids = false;
+
+/* Ports followed when filter_ports: local port of accepted sockets, remote
+ * port of connected ones. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u16);
+	__type(value, __u8);
+} ports SEC(".maps");
+
+/* Processes never traced (configured by name; userspace keeps it current
+ * across exec). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u8);
+} skip_tgids SEC(".maps");
+
+/* Names of processes never traced: checked at exec, in the kernel, so a
+ * short-lived program is excluded from its first call. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, char[PHIWATCH_COMM_LEN]);
+	__type(value, __u8);
+} skip_comms SEC(".maps");
+
+static __always_inline bool port_wanted(__u16 port)
+{
+	return !filter_ports || bpf_map_lookup_elem(&ports, &port);
+}
+
+/* The agent itself and configured processes are skipped before any copy. */
+static __always_inline bool tgid_skipped(__u32 tgid)
+{
+	return tgid == self_tgid || (filter_tgids && bpf_map_lookup_elem(&skip_tgids, &tgid));
+}
 /* Wake the reader only when this many bytes wait in the ring; below it the
  * reader drains on its own short timer (bounded delay, far fewer wake-ups). */
 const volatile __u64 wakeup_bytes = 256 * 1024;
@@ -161,6 +202,9 @@ static __always_inline struct sock_state *sock_get(__u32 tgid, int fd, bool lear
 		return ss;
 	struct sock_state n = {};
 	struct sock *sk = fd_to_tcp_sock(fd);
+	if (sk && filter_ports && !port_wanted(BPF_CORE_READ(sk, __sk_common.skc_num)) &&
+	    !port_wanted(bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport))))
+		sk = NULL;
 	if (sk) {
 		n.sk = (__u64)sk;
 		n.role = PW_ROLE_UNKNOWN;

@@ -7,7 +7,7 @@ static __always_inline void proc_event(__u16 type)
 	__u64 id = bpf_get_current_pid_tgid();
 	struct pw_proc_ev e = {};
 
-	if (skip_self(id))
+	if ((id >> 32) == self_tgid) /* excluded processes too: userspace tracks their execs */
 		return;
 	fill_hdr(&e.h, type, sizeof(e), id);
 	bpf_get_current_comm(e.comm, sizeof(e.comm));
@@ -22,7 +22,7 @@ int handle_exec(struct trace_event_raw_sched_process_exec *ctx)
 	__u64 id = bpf_get_current_pid_tgid();
 	struct scratch *s;
 
-	if (skip_self(id))
+	if ((id >> 32) == self_tgid) /* excluded processes too: userspace tracks their execs */
 		return 0;
 	/* The path travels with the event: a short-lived program is often
 	 * gone from /proc by the time userspace reads the event. */
@@ -32,6 +32,14 @@ int handle_exec(struct trace_event_raw_sched_process_exec *ctx)
 	struct pw_exec *e = (struct pw_exec *)&s->e;
 	fill_hdr(&e->h, PW_EV_EXEC, sizeof(*e), id);
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	if (filter_tgids) {
+		__u32 tgid = id >> 32;
+		__u8 one = 1;
+		if (bpf_map_lookup_elem(&skip_comms, e->comm))
+			bpf_map_update_elem(&skip_tgids, &tgid, &one, BPF_ANY);
+		else
+			bpf_map_delete_elem(&skip_tgids, &tgid);
+	}
 	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename),
 				  (void *)ctx + (ctx->__data_loc_filename & 0xffff));
 	if (bpf_ringbuf_output(&events, e, sizeof(*e), rb_flags()))

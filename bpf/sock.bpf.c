@@ -39,7 +39,7 @@ static __always_inline bool ssl_link_fd(__u32 tid, __u32 tgid, int fd, __u64 id)
 
 static __always_inline bool skip_self(__u64 id)
 {
-	return (id >> 32) == self_tgid;
+	return tgid_skipped(id >> 32);
 }
 
 static __always_inline void data_enter(int fd, __u64 ptr, __u64 cnt, __u8 kind, __u8 dir)
@@ -249,6 +249,8 @@ static __always_inline void accept_exit(long ret)
 	if (!sk)
 		return;
 	struct sock_state n = { .sk = (__u64)sk, .cls = SC_NEW, .role = PW_ROLE_SERVER };
+	if (!port_wanted(BPF_CORE_READ(sk, __sk_common.skc_num)))
+		n.cls = SC_IGNORE;
 	__u64 key = sock_key(id >> 32, (int)ret);
 	if (bpf_map_update_elem(&socks, &key, &n, BPF_ANY))
 		drop_count(PW_DROP_SOCKS_FULL);
@@ -303,6 +305,8 @@ int exit_connect(struct trace_event_raw_sys_exit *ctx)
 	if (!sk)
 		return 0;
 	struct sock_state n = { .sk = (__u64)sk, .cls = SC_NEW, .role = PW_ROLE_CLIENT };
+	if (!port_wanted(bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport))))
+		n.cls = SC_IGNORE;
 	__u64 key = sock_key(id >> 32, fd);
 	if (bpf_map_update_elem(&socks, &key, &n, BPF_ANY))
 		drop_count(PW_DROP_SOCKS_FULL);

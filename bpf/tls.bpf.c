@@ -110,6 +110,8 @@ static __always_inline void ssl_exit(long moved, bool ex, long ret)
 		c.fd = *fdp;
 	}
 	struct sock_state *ss = sock_get(tgid, c.fd, true);
+	if (ss && ss->cls == SC_IGNORE)
+		return; /* a port the configuration excludes */
 	if (!ss || !ss->sk) {
 		drop_count(PW_DROP_TLS_NO_FD);
 		return;

@@ -3,6 +3,7 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -119,6 +120,52 @@ static void forget_proc(struct capture *c, uint32_t pid)
 	}
 }
 
+static bool comm_skipped(const struct capture *c, const char *comm)
+{
+	for (size_t i = 0; i < c->o.nskip_comms; i++)
+		if (strncmp(comm, c->o.skip_comms[i], 16) == 0)
+			return true;
+	return false;
+}
+
+/* Processes running before the agent (the kernel handles later execs). */
+static void skip_update(struct capture *c, uint32_t pid, const char *comm)
+{
+	uint8_t one = 1;
+
+	if (!c->o.nskip_comms)
+		return;
+	if (comm_skipped(c, comm))
+		bpf_map__update_elem(c->skel->maps.skip_tgids, &pid, sizeof(pid), &one, 1, BPF_ANY);
+	else
+		bpf_map__delete_elem(c->skel->maps.skip_tgids, &pid, sizeof(pid), 0);
+}
+
+/* Processes already running with an excluded name. */
+static void skip_scan(struct capture *c)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *de;
+
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		char path[64], comm[32] = "";
+		if (de->d_name[0] < '1' || de->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%u/comm", (unsigned)strtoul(de->d_name, NULL, 10));
+		FILE *f = fopen(path, "re");
+		if (!f)
+			continue;
+		if (fgets(comm, sizeof(comm), f)) {
+			comm[strcspn(comm, "\n")] = '\0';
+			skip_update(c, (uint32_t)strtoul(de->d_name, NULL, 10), comm);
+		}
+		fclose(f);
+	}
+	closedir(d);
+}
+
 static int handle_event(void *ctx, void *data, size_t size)
 {
 	struct capture *c = ctx;
@@ -145,6 +192,8 @@ static int handle_event(void *ctx, void *data, size_t size)
 		return 0;
 	}
 	case PW_EV_EXIT:
+		if (c->o.nskip_comms)
+			bpf_map__delete_elem(c->skel->maps.skip_tgids, &h.pid, sizeof(h.pid), 0);
 		c->fn(c->ctx, data, size);
 		forget_proc(c, h.pid);
 		tls_on_exit(c, h.pid);
@@ -257,6 +306,8 @@ struct capture *capture__open(const struct capture_opts *o, capture_rec_fn fn, v
 	c->skel->rodata->self_tgid = (uint32_t)getpid();
 	c->skel->rodata->wakeup_bytes = o->wakeup_bytes;
 	c->skel->rodata->floor_mode = o->floor;
+	c->skel->rodata->filter_ports = o->nports > 0;
+	c->skel->rodata->filter_tgids = o->nskip_comms > 0;
 	err = bpf_map__set_max_entries(c->skel->maps.events, (uint32_t)o->ringbuf_bytes);
 	if (err) {
 		log_error("ring buffer size %zu rejected: %s", o->ringbuf_bytes, strerror(-err));
@@ -268,6 +319,18 @@ struct capture *capture__open(const struct capture_opts *o, capture_rec_fn fn, v
 			  strerror(-err));
 		goto fail;
 	}
+	for (size_t i = 0; i < o->nports; i++) {
+		uint8_t one = 1;
+		bpf_map__update_elem(c->skel->maps.ports, &o->ports[i], sizeof(uint16_t), &one, 1, BPF_ANY);
+	}
+	for (size_t i = 0; i < o->nskip_comms; i++) {
+		char key[PHIWATCH_COMM_LEN] = { 0 };
+		uint8_t one = 1;
+		memcpy(key, o->skip_comms[i], strnlen(o->skip_comms[i], sizeof(key) - 1));
+		bpf_map__update_elem(c->skel->maps.skip_comms, key, sizeof(key), &one, 1, BPF_ANY);
+	}
+	if (o->nskip_comms)
+		skip_scan(c);
 	c->rb = ring_buffer__new(bpf_map__fd(c->skel->maps.events), handle_event, c, NULL);
 	if (!c->rb) {
 		err = -errno;

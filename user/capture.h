@@ -17,6 +17,10 @@ struct capture_opts {
 	unsigned poll_ms;         /* longest delay before buffered events are read */
 	size_t wakeup_bytes;      /* wake the reader early when this much is waiting */
 	bool floor;               /* benchmark floor: same hooks, programs return at once */
+	const uint16_t *ports;    /* follow only these ports (NULL/0: all) */
+	size_t nports;
+	const char (*skip_comms)[16];  /* never trace processes with these names */
+	size_t nskip_comms;
 };
 
 struct capture_stats {

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "capture.h"
+#include "config.h"
 #include "cmd.h"
 #include "json.h"
 #include "log.h"
@@ -87,11 +88,12 @@ void cmd_print_stats(const struct pipeline_stats *ps, uint64_t ring_events, uint
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: phiwatch run [--events FILE|-] [--record FILE] [-v]\n"
+	fprintf(f, "usage: phiwatch run [--config FILE] [--events FILE|-] [--record FILE] [-v]\n"
 		   "\n"
 		   "Watch every HTTP/1.x API call made or answered on this host, in plaintext\n"
 		   "or through OpenSSL, and print one transaction per call. Needs root.\n"
 		   "\n"
+		   "  --config FILE   configuration (default " PHIWATCH_DEFAULT_CONFIG ", optional)\n"
 		   "  --events FILE   transactions as JSON lines to FILE ('-': stdout). Without it,\n"
 		   "                  stdout gets JSON lines, or a readable line per call on a terminal.\n"
 		   "  --record FILE   also save the raw capture for `phiwatch replay`\n"
@@ -109,10 +111,11 @@ int cmd_run(int argc, char **argv)
 		{ "record", required_argument, NULL, 'r' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "floor", no_argument, NULL, 'F' },
+		{ "config", required_argument, NULL, 'c' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	const char *events = NULL, *record = NULL;
+	const char *events = NULL, *record = NULL, *config_path = NULL;
 	bool floor = false;
 	int ch, rc = 1;
 
@@ -123,6 +126,7 @@ int cmd_run(int argc, char **argv)
 		case 'r': record = optarg; break;
 		case 'v': log_level = LOG_LVL_DEBUG; break;
 		case 'F': floor = true; break;
+		case 'c': config_path = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -130,6 +134,15 @@ int cmd_run(int argc, char **argv)
 	if (optind != argc) {
 		fprintf(stderr, "phiwatch: run: unexpected argument \"%s\"\n", argv[optind]);
 		usage(stderr);
+		return 2;
+	}
+	/* The configuration is checked before anything is attached. */
+	static struct config cfg;
+	char cerr[512];
+	config_init(&cfg);
+	if (config_load(&cfg, config_path ? config_path : PHIWATCH_DEFAULT_CONFIG, config_path != NULL, cerr,
+			sizeof(cerr)) != 0) {
+		fprintf(stderr, "phiwatch: %s\n", cerr);
 		return 2;
 	}
 	if (geteuid() != 0) {
@@ -159,15 +172,21 @@ int cmd_run(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	struct capture_opts co = { .ringbuf_bytes = 16u << 20, .poll_ms = 10, .wakeup_bytes = 256u << 10,
-				 .floor = floor };
+	size_t rb = 4096;
+	while (rb < (size_t)cfg.capture.ringbuf_mb << 20)
+		rb <<= 1;
+	struct capture_opts co = { .ringbuf_bytes = rb, .poll_ms = cfg.capture.poll_ms,
+				   .wakeup_bytes = rb / 64, .floor = floor,
+				   .ports = cfg.capture.ports, .nports = cfg.capture.nports,
+				   .skip_comms = (const char (*)[16])cfg.capture.exclude_comms,
+				   .nskip_comms = cfg.capture.ncomms };
 	struct capture *cap = capture__open(&co, on_record, &rctx);
 	if (!cap)
 		goto out_files;
 
 	struct pipeline_opts po = { .realtime_offset_ns = capture__realtime_offset(cap), .on_txn = sink_jsonl_txn,
 				    .ctx = &sink };
-	pipeline_default_limits(&po.limits);
+	po.limits = cfg.limits;
 	rctx.pl = pipeline__new(&po);
 	if (!rctx.pl) {
 		log_error("out of memory");

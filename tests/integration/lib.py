@@ -231,8 +231,13 @@ class AgentResult:
 class Agent:
     """build/phiwatch run --events FILE [--record FILE], foreground, as root."""
 
-    def __init__(self, ctx, record=False, name="agent"):
+    def __init__(self, ctx, record=False, name="agent", config=None, extra_args=()):
         self.tmp = Path(ctx.tmp)
+        self.config = None
+        if config is not None:
+            self.config = self.tmp / f"{name}.config.json"
+            self.config.write_text(json.dumps(config))
+        self.extra_args = list(extra_args)
         self.events = self.tmp / f"{name}.events.jsonl"
         self.record = self.tmp / f"{name}.record" if record else None
         self.stderr_log = self.tmp / f"{name}.stderr"
@@ -244,7 +249,9 @@ class Agent:
         self.result = None
 
     def start(self, timeout=READY_TIMEOUT):
-        args = [str(PHIWATCH), "run", "--events", str(self.events)]
+        args = [str(PHIWATCH), "run", "--events", str(self.events)] + self.extra_args
+        if self.config:
+            args += ["--config", str(self.config)]
         if self.record:
             args += ["--record", str(self.record)]
         with open(self.stdout_log, "wb") as out:

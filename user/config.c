@@ -1,0 +1,247 @@
+/* config.c — the JSON configuration (see config.h). cJSON parses; a key table validates. */
+#include "config.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pipeline.h"
+
+enum ktype {
+	K_U32,       /* uint32_t, range-checked */
+	K_U64,
+	K_SECONDS_NS,/* seconds in the file, uint64_t ns in memory */
+	K_BOOL,
+	K_STR,       /* char[CONFIG_STR] */
+	K_PORTS,     /* array of 1..65535 into capture.ports */
+	K_COMMS,     /* array of strings <= 15 bytes into capture.exclude_comms */
+	K_SIZE,      /* size_t, range-checked */
+};
+
+struct key {
+	const char *path;
+	enum ktype type;
+	size_t off;
+	uint64_t min, max;
+	const char *help;
+};
+
+#define OFF(f) offsetof(struct config, f)
+
+static const struct key keys[] = {
+	{ "state_dir", K_STR, OFF(state_dir), 0, 0, "state directory (audit, forensics)" },
+	{ "capture.ports", K_PORTS, 0, 0, 0, "only these local (server) or remote (client) ports" },
+	{ "capture.exclude_comms", K_COMMS, 0, 0, 0, "process names never traced" },
+	{ "capture.ringbuf_mb", K_U32, OFF(capture.ringbuf_mb), 1, 1024, "ring buffer size (rounded up to a power of two)" },
+	{ "capture.poll_ms", K_U32, OFF(capture.poll_ms), 1, 1000, "longest delay before events are read" },
+	{ "connections.max", K_SIZE, OFF(limits.max_conns), 16, 10000000, "connections followed at once (LRU)" },
+	{ "connections.idle_timeout_s", K_SECONDS_NS, OFF(limits.idle_timeout_ns), 1, 86400 * 7, "idle connection timeout" },
+	{ "connections.head_cap", K_SIZE, OFF(limits.head_cap), 1024, 1 << 24, "largest HTTP head buffered" },
+	{ "connections.pipeline_max", K_U32, OFF(limits.pipeline_max), 1, 4096, "requests awaiting responses per connection" },
+};
+
+int config_init(struct config *c)
+{
+	memset(c, 0, sizeof(*c));
+	snprintf(c->state_dir, sizeof(c->state_dir), "%s", PHIWATCH_DEFAULT_STATE);
+	c->capture.ringbuf_mb = 16;
+	c->capture.poll_ms = 10;
+	pipeline_default_limits(&c->limits);
+	return 0;
+}
+
+void config_free(struct config *c)
+{
+	(void)c;
+}
+
+static const struct key *find_key(const char *path)
+{
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		if (strcmp(keys[i].path, path) == 0)
+			return &keys[i];
+	return NULL;
+}
+
+/* Whether some key lives under "prefix." */
+static bool is_section(const char *prefix)
+{
+	size_t n = strlen(prefix);
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		if (strncmp(keys[i].path, prefix, n) == 0 && keys[i].path[n] == '.')
+			return true;
+	return false;
+}
+
+#define FAIL(...)                                                   \
+	do {                                                        \
+		int _n = snprintf(err, errlen, "%s: key \"%s\": ", name, path); \
+		if (_n >= 0 && (size_t)_n < errlen)                 \
+			snprintf(err + _n, errlen - (size_t)_n, __VA_ARGS__); \
+		return -EINVAL;                                     \
+	} while (0)
+
+static int get_uint(const cJSON *v, uint64_t min, uint64_t max, uint64_t *out)
+{
+	if (!cJSON_IsNumber(v))
+		return -1;
+	double d = v->valuedouble;
+	if (d != (double)(uint64_t)d || d < (double)min || d > (double)max)
+		return -1;
+	*out = (uint64_t)d;
+	return 0;
+}
+
+static int set_key(struct config *c, const struct key *k, const cJSON *v, const char *name, const char *path,
+		   char *err, size_t errlen)
+{
+	char *base = (char *)c;
+	uint64_t u;
+
+	switch (k->type) {
+	case K_U32:
+	case K_U64:
+	case K_SIZE:
+	case K_SECONDS_NS:
+		if (get_uint(v, k->min, k->max, &u))
+			FAIL("must be an integer in [%llu, %llu]", (unsigned long long)k->min, (unsigned long long)k->max);
+		if (k->type == K_U32)
+			*(uint32_t *)(base + k->off) = (uint32_t)u;
+		else if (k->type == K_U64)
+			*(uint64_t *)(base + k->off) = u;
+		else if (k->type == K_SIZE)
+			*(size_t *)(base + k->off) = (size_t)u;
+		else
+			*(uint64_t *)(base + k->off) = u * 1000000000ull;
+		return 0;
+	case K_BOOL:
+		if (!cJSON_IsBool(v))
+			FAIL("must be true or false");
+		*(bool *)(base + k->off) = cJSON_IsTrue(v);
+		return 0;
+	case K_STR:
+		if (!cJSON_IsString(v) || !v->valuestring[0] || strlen(v->valuestring) >= CONFIG_STR)
+			FAIL("must be a non-empty string shorter than %d bytes", CONFIG_STR);
+		snprintf(base + k->off, CONFIG_STR, "%s", v->valuestring);
+		return 0;
+	case K_PORTS: {
+		const cJSON *e;
+		if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) > CONFIG_MAX_PORTS)
+			FAIL("must be an array of at most %d ports", CONFIG_MAX_PORTS);
+		c->capture.nports = 0;
+		cJSON_ArrayForEach(e, v) {
+			if (get_uint(e, 1, 65535, &u))
+				FAIL("ports are integers in [1, 65535]");
+			c->capture.ports[c->capture.nports++] = (uint16_t)u;
+		}
+		return 0;
+	}
+	case K_COMMS: {
+		const cJSON *e;
+		if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) > CONFIG_MAX_COMMS)
+			FAIL("must be an array of at most %d process names", CONFIG_MAX_COMMS);
+		c->capture.ncomms = 0;
+		cJSON_ArrayForEach(e, v) {
+			if (!cJSON_IsString(e) || !e->valuestring[0] || strlen(e->valuestring) > 15)
+				FAIL("process names are 1 to 15 bytes (the kernel's comm)");
+			snprintf(c->capture.exclude_comms[c->capture.ncomms++], 16, "%s", e->valuestring);
+		}
+		return 0;
+	}
+	}
+	FAIL("internal: unhandled type");
+}
+
+static int walk(struct config *c, const cJSON *obj, const char *prefix, const char *name, char *err, size_t errlen)
+{
+	const cJSON *v;
+
+	cJSON_ArrayForEach(v, obj) {
+		char path[256];
+		if (!v->string)
+			continue;
+		snprintf(path, sizeof(path), "%s%s%s", prefix, prefix[0] ? "." : "", v->string);
+		const struct key *k = find_key(path);
+		if (k) {
+			int rc = set_key(c, k, v, name, path, err, errlen);
+			if (rc)
+				return rc;
+			continue;
+		}
+		if (cJSON_IsObject(v) && is_section(path)) {
+			int rc = walk(c, v, path, name, err, errlen);
+			if (rc)
+				return rc;
+			continue;
+		}
+		FAIL("unknown key");
+	}
+	return 0;
+}
+
+int config_parse(struct config *c, const char *name, const char *text, size_t len, char *err, size_t errlen)
+{
+	const char *end = NULL;
+	cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, false);
+	int rc;
+
+	if (!root) {
+		size_t at = end && end >= text ? (size_t)(end - text) : 0;
+		snprintf(err, errlen, "%s: not valid JSON (near byte %zu)", name, at);
+		return -EINVAL;
+	}
+	if (!cJSON_IsObject(root)) {
+		snprintf(err, errlen, "%s: the top level must be a JSON object", name);
+		cJSON_Delete(root);
+		return -EINVAL;
+	}
+	rc = walk(c, root, "", name, err, errlen);
+	cJSON_Delete(root);
+	return rc;
+}
+
+int config_load(struct config *c, const char *path, bool must_exist, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "re");
+	char *buf = NULL;
+	size_t len = 0, cap = 0;
+	int rc;
+
+	if (!f) {
+		if (errno == ENOENT && !must_exist)
+			return 0;
+		rc = -errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return rc;
+	}
+	for (;;) {
+		if (len == cap) {
+			cap = cap ? cap * 2 : 4096;
+			if (cap > (1u << 20)) {
+				snprintf(err, errlen, "%s: larger than 1 MiB", path);
+				free(buf);
+				fclose(f);
+				return -EFBIG;
+			}
+			char *nb = realloc(buf, cap);
+			if (!nb) {
+				free(buf);
+				fclose(f);
+				return -ENOMEM;
+			}
+			buf = nb;
+		}
+		size_t n = fread(buf + len, 1, cap - len, f);
+		len += n;
+		if (n == 0)
+			break;
+	}
+	fclose(f);
+	rc = config_parse(c, path, buf ? buf : "", len, err, errlen);
+	free(buf);
+	if (!rc)
+		snprintf(c->path, sizeof(c->path), "%s", path);
+	return rc;
+}

@@ -1,0 +1,47 @@
+/* config.h — /etc/phiwatch/phiwatch.json: every key optional, unknown keys and bad values rejected.
+ * Errors name the file, the dotted key and the reason:
+ *   phiwatch: /etc/phiwatch/phiwatch.json: key "detect.rate.limit": must be an integer in [1, 1000000]
+ * Loading is pure (a file in, a struct out); nothing is attached before it succeeds.
+ */
+#ifndef PHIWATCH_CONFIG_H
+#define PHIWATCH_CONFIG_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conn.h"
+
+#define PHIWATCH_DEFAULT_CONFIG "/etc/phiwatch/phiwatch.json"
+#define PHIWATCH_DEFAULT_STATE "/var/lib/phiwatch"
+#define CONFIG_MAX_PORTS 64
+#define CONFIG_MAX_COMMS 32
+#define CONFIG_STR 256
+
+struct config_capture {
+	uint16_t ports[CONFIG_MAX_PORTS];      /* empty: every port */
+	size_t nports;
+	char exclude_comms[CONFIG_MAX_COMMS][16];  /* processes never traced (kernel comm) */
+	size_t ncomms;
+	uint32_t ringbuf_mb;
+	uint32_t poll_ms;
+};
+
+struct config {
+	char path[PATH_MAX];                   /* "" when defaults only */
+	char state_dir[CONFIG_STR];
+	struct config_capture capture;
+	struct conn_limits limits;
+};
+
+/* Defaults only; never fails short of memory (returns -ENOMEM). */
+int config_init(struct config *c);
+/* Loads path over the defaults. A missing file is an error only when
+ * must_exist. Returns 0, or -EINVAL/-errno with err filled. */
+int config_load(struct config *c, const char *path, bool must_exist, char *err, size_t errlen);
+/* Parses JSON text (for tests and fuzzing); name is used in messages. */
+int config_parse(struct config *c, const char *name, const char *text, size_t len, char *err, size_t errlen);
+void config_free(struct config *c);
+
+#endif
