@@ -105,11 +105,11 @@ $(BUILD)/phiwatch: $(CORE_OBJ) $(HOST_OBJ) $(AGENT_OBJ)
 
 $(BUILD)/tests/%: tests/unit/%.c $(CORE_OBJ) $(HOST_OBJ) | $(BUILD)/tests
 	$(call msg,TEST,$@)
-	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $^ -lcmocka $(HOST_LIBS) $(CORE_LIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $^ -lcmocka $(HOST_LIBS) $(CORE_LIBS) -ldl
 
 $(BUILD)/tests-asan/%: tests/unit/%.c $(ASAN_CORE) | $(BUILD)/tests-asan
 	$(call msg,TEST-ASAN,$@)
-	$(Q)$(CC) $(ALL_CFLAGS) $(SAN) -o $@ $^ -lcmocka $(HOST_LIBS) $(CORE_LIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) $(SAN) -o $@ $^ -lcmocka $(HOST_LIBS) $(CORE_LIBS) -ldl
 
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(CORE_SRC) | $(BUILD)/fuzz
 	$(call msg,FUZZ,$@)
