@@ -84,8 +84,8 @@ static void attach_target(struct capture *c, struct tls_lib *lib, const char *pa
 
 /* Hooks one file. Returns the library (hooked or not: a failure is not
  * retried on every scan), NULL on allocation failure. */
-static struct tls_lib *lib_attach(struct capture *c, const struct file_key *k, const char *path, uint32_t pid,
-				  const char *why)
+static struct tls_lib *lib_attach(struct capture *c, const struct file_key *k, const char *path, const char *shown,
+				  uint32_t pid, const char *why)
 {
 	struct tls_lib *lib;
 	char done[640] = "";
@@ -98,7 +98,7 @@ static struct tls_lib *lib_attach(struct capture *c, const struct file_key *k, c
 	if (!lib)
 		return NULL;
 	lib->key = *k;
-	snprintf(lib->path, sizeof(lib->path), "%s", path);
+	snprintf(lib->path, sizeof(lib->path), "%s", shown);
 	HASH_ADD(hh, c->libs, key, sizeof(lib->key), lib);
 
 	struct ssl_placement pl;
@@ -121,7 +121,7 @@ static struct tls_lib *lib_attach(struct capture *c, const struct file_key *k, c
 	}
 	if (lib->hooked) {
 		c->st.tls_libs++;
-		log_info("TLS: hooked %s (%s pid %u): %s", path, why, pid, done);
+		log_info("TLS: hooked %s (%s pid %u): %s", shown, why, pid, done);
 	}
 	return lib;
 }
@@ -184,7 +184,8 @@ static void check_exe(struct capture *c, struct tls_proc *tp)
 	HASH_ADD(hh, c->exes, key, sizeof(e->key), e);
 	if (!elf_defines_symbol(path, "SSL_write"))
 		return;
-	struct tls_lib *lib = lib_attach(c, &k, path, tp->pid, "built into the executable of");
+	struct tls_lib *lib = lib_attach(c, &k, path, tp->exe[0] ? tp->exe : path, tp->pid,
+					 "built into the executable of");
 	if (lib && lib->hooked)
 		tp->lib = lib;
 }
@@ -221,7 +222,7 @@ static void scan_pid(struct capture *c, uint32_t pid)
 		snprintf(full, sizeof(full), "/proc/%u/root%s", pid, p);
 		if (file_key_of(full, &k))
 			continue;
-		struct tls_lib *lib = lib_attach(c, &k, full, pid, "mapped by");
+		struct tls_lib *lib = lib_attach(c, &k, full, p, pid, "mapped by");
 		if (lib && lib->hooked)
 			tp->lib = lib;
 	}
@@ -246,7 +247,7 @@ static void attach_system_libssl(struct capture *c)
 		    file_key_of(lm->l_name, &k) == 0) {
 			char path[PATH_MAX];
 			snprintf(path, sizeof(path), "%s", lm->l_name);
-			lib_attach(c, &k, path, (uint32_t)getpid(), "system library found by the loader for");
+			lib_attach(c, &k, path, path, (uint32_t)getpid(), "system library found by the loader for");
 		}
 		dlclose(h);
 	}

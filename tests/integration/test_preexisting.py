@@ -22,10 +22,9 @@ def preexisting_case(ctx, tls):
 
     agent = lib.Agent(ctx).start()
     t0 = lib.now_ns()
-    client.popen.stdin.write(b"go\n")
-    client.popen.stdin.flush()
-    expected = [json.loads(lib.read_line(client.popen, 20)) for _ in PATHS]
-    lib.check(client.popen.wait(20) == 0, "client failed")
+    rest, _ = client.popen.communicate(b"go\n", timeout=20)
+    expected = [json.loads(l) for l in rest.decode().splitlines()]
+    lib.check(client.popen.returncode == 0 and len(expected) == len(PATHS), "client failed")
     t1 = lib.now_ns()
     res = agent.stop()
     ng.stop()
