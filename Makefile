@@ -25,7 +25,7 @@ WARN       := -Wall -Wextra -Werror -Wno-missing-field-initializers
 CPPFLAGS   := -Iinclude -Iuser -I$(BUILD) -D_GNU_SOURCE -DPHIWATCH_VERSION='"$(VERSION)"'
 ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) $(CPPFLAGS) -MMD -MP
 CORE_LIBS  := -lcjson -lcrypto -lz -lm
-HOST_LIBS  := -lelf -lcapstone
+HOST_LIBS  := -lelf -lcapstone -lcap
 LDLIBS     := -lbpf -ldl $(HOST_LIBS) $(CORE_LIBS)
 SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
@@ -38,8 +38,8 @@ VMLINUX    := $(BUILD)/vmlinux.h
 # Pure userspace (no libbpf, no I/O beyond stdio): unit-tested and fuzzed.
 # Agent-only: the command table, subcommands and the libbpf side.
 AGENT_SRC  := user/main.c $(wildcard user/cmd_*.c) $(wildcard user/capture*.c)
-# Reads ELF files (libelf, Capstone), no libbpf: unit-tested, not fuzzed.
-HOST_SRC   := user/elfsym.c user/placement.c
+# Host access (libelf, Capstone, libcap), no libbpf: unit-tested, not fuzzed.
+HOST_SRC   := user/elfsym.c user/placement.c user/privs.c
 # Everything else is the pure userspace pipeline: unit-tested and fuzzed.
 CORE_SRC   := $(filter-out $(AGENT_SRC) $(HOST_SRC),$(wildcard user/*.c))
 CORE_OBJ   := $(CORE_SRC:user/%.c=$(BUILD)/obj/%.o)
@@ -55,7 +55,7 @@ FUZZ_BIN   := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_TIME  ?= 60
 
 DEPS_APT   := clang llvm make gcc pkg-config libbpf-dev bpftool libelf-dev zlib1g-dev libcjson-dev \
-              libssl-dev libcmocka-dev uthash-dev libcapstone-dev libclang-rt-14-dev nginx curl wrk rsyslog tshark \
+              libssl-dev libcmocka-dev uthash-dev libcapstone-dev libcap-dev libclang-rt-14-dev nginx curl wrk rsyslog tshark \
               python3 openssl procps iproute2 hyperfine bpftrace
 
 .PHONY: all deps run test unit integration fuzz fuzz-smoke bench install clean

@@ -42,7 +42,9 @@ int handle_exec(struct trace_event_raw_sched_process_exec *ctx)
 	}
 	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename),
 				  (void *)ctx + (ctx->__data_loc_filename & 0xffff));
-	if (bpf_ringbuf_output(&events, e, sizeof(*e), rb_flags()))
+	/* Wake the reader now: the sooner a new program's OpenSSL is hooked,
+	 * the fewer of its first calls are missed. */
+	if (bpf_ringbuf_output(&events, e, sizeof(*e), BPF_RB_FORCE_WAKEUP))
 		drop_count(PW_DROP_RINGBUF_META);
 	return 0;
 }

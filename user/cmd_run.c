@@ -12,6 +12,7 @@
 #include "cmd.h"
 #include "json.h"
 #include "log.h"
+#include "privs.h"
 #include "record.h"
 #include "sink_jsonl.h"
 
@@ -136,10 +137,16 @@ int cmd_run(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	/* The configuration is checked before anything is attached. */
+	/* The configuration is checked before anything is attached, and only
+	 * trusted if no one but root can change it. */
 	static struct config cfg;
 	char cerr[512];
+	const char *cpath = config_path ? config_path : PHIWATCH_DEFAULT_CONFIG;
 	config_init(&cfg);
+	if (privs_check_path(cpath, config_path != NULL, cerr, sizeof(cerr)) != 0) {
+		fprintf(stderr, "phiwatch: %s\n", cerr);
+		return 2;
+	}
 	if (config_load(&cfg, config_path ? config_path : PHIWATCH_DEFAULT_CONFIG, config_path != NULL, cerr,
 			sizeof(cerr)) != 0) {
 		fprintf(stderr, "phiwatch: %s\n", cerr);
@@ -147,6 +154,10 @@ int cmd_run(int argc, char **argv)
 	}
 	if (geteuid() != 0) {
 		fprintf(stderr, "phiwatch: run needs root (BPF programs and uprobes); try: sudo phiwatch run\n");
+		return 2;
+	}
+	if (privs_check_path(cfg.state_dir, false, cerr, sizeof(cerr)) != 0) {
+		fprintf(stderr, "phiwatch: state directory: %s\n", cerr);
 		return 2;
 	}
 
@@ -197,6 +208,14 @@ int cmd_run(int argc, char **argv)
 		goto out_pl;
 	}
 
+	if (cfg.drop_capabilities) {
+		err = privs_drop();
+		if (err) {
+			log_error("dropping capabilities failed: %s", strerror(-err));
+			goto out_pl;
+		}
+		log_debug("capabilities dropped to bpf, perfmon, sys_ptrace, dac_read_search");
+	}
 	struct capture_stats cs;
 	capture__stats(cap, &cs);
 	log_info("ready: %u tracepoints, %u OpenSSL libraries hooked; %s", cs.tracepoints, cs.tls_libs,

@@ -32,6 +32,7 @@ struct key {
 
 static const struct key keys[] = {
 	{ "state_dir", K_STR, OFF(state_dir), 0, 0, "state directory (audit, forensics)" },
+	{ "drop_capabilities", K_BOOL, OFF(drop_capabilities), 0, 0, "drop capabilities once attached" },
 	{ "capture.ports", K_PORTS, 0, 0, 0, "only these local (server) or remote (client) ports" },
 	{ "capture.exclude_comms", K_COMMS, 0, 0, 0, "process names never traced" },
 	{ "capture.ringbuf_mb", K_U32, OFF(capture.ringbuf_mb), 1, 1024, "ring buffer size (rounded up to a power of two)" },
@@ -46,6 +47,7 @@ int config_init(struct config *c)
 {
 	memset(c, 0, sizeof(*c));
 	snprintf(c->state_dir, sizeof(c->state_dir), "%s", PHIWATCH_DEFAULT_STATE);
+	c->drop_capabilities = true;
 	c->capture.ringbuf_mb = 16;
 	c->capture.poll_ms = 10;
 	pipeline_default_limits(&c->limits);

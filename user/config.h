@@ -31,6 +31,7 @@ struct config_capture {
 struct config {
 	char path[PATH_MAX];                   /* "" when defaults only */
 	char state_dir[CONFIG_STR];
+	bool drop_capabilities;                /* keep only what later attaches need */
 	struct config_capture capture;
 	struct conn_limits limits;
 };
