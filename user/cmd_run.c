@@ -214,7 +214,7 @@ int cmd_run(int argc, char **argv)
 			log_error("dropping capabilities failed: %s", strerror(-err));
 			goto out_pl;
 		}
-		log_debug("capabilities dropped to bpf, perfmon, sys_ptrace, dac_read_search");
+		log_debug("capabilities dropped to bpf, perfmon, sys_admin, sys_ptrace, dac_read_search");
 	}
 	struct capture_stats cs;
 	capture__stats(cap, &cs);

@@ -52,20 +52,25 @@ int privs_check_path(const char *path, bool must_exist, char *err, size_t errlen
 
 int privs_drop(void)
 {
-	static const cap_value_t keep[] = { CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH };
+	/* CAP_SYS_ADMIN stays: on the kernels tested (6.18), creating a second
+	 * uprobe perf event in an already-hooked executable after the drop fails
+	 * with EACCES when only CAP_PERFMON + CAP_BPF are held. */
+	static const cap_value_t keep[] = { CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH, CAP_SYS_ADMIN };
+	const int nkeep = (int)(sizeof(keep) / sizeof(keep[0]));
 	cap_t caps = cap_init();
 	int err = 0;
 
 	if (!caps)
 		return -errno;
-	if (cap_set_flag(caps, CAP_EFFECTIVE, 4, keep, CAP_SET) || cap_set_flag(caps, CAP_PERMITTED, 4, keep, CAP_SET)) {
+	if (cap_set_flag(caps, CAP_EFFECTIVE, nkeep, keep, CAP_SET) ||
+	    cap_set_flag(caps, CAP_PERMITTED, nkeep, keep, CAP_SET)) {
 		err = -errno;
 		goto out;
 	}
 	/* The bounding set first (needs CAP_SETPCAP, still held). */
 	for (cap_value_t c = 0; c <= CAP_LAST_CAP; c++) {
 		bool kept = false;
-		for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++)
+		for (int i = 0; i < nkeep; i++)
 			kept |= keep[i] == c;
 		if (!kept && prctl(PR_CAPBSET_DROP, c, 0, 0, 0) && errno != EINVAL) {
 			err = -errno;

@@ -11,9 +11,10 @@
  * naming the path and the problem. A missing path is fine when !must_exist. */
 int privs_check_path(const char *path, bool must_exist, char *err, size_t errlen);
 
-/* Capabilities kept after attach: CAP_BPF and CAP_PERFMON (hook programs
- * that start later), CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (read other
- * processes' /proc maps and open their libraries through /proc/PID/root).
+/* Capabilities kept after attach: CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN
+ * (hook programs that start later), CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH
+ * (read other processes' /proc maps and open their libraries through
+ * /proc/PID/root).
  * Everything else is dropped from the effective, permitted, inheritable and
  * bounding sets, and no_new_privs is set. Returns 0 or -errno. */
 int privs_drop(void);

@@ -193,6 +193,19 @@ def test_evasion_bytewise(ctx):
            "truncated": False}]])
 
 
+def test_evasion_bytewise_after_first(ctx):
+    """The same, on a connection whose first request was one ordinary write."""
+    first = req("GET", "/fhir/Patient/first")
+    r = req("GET", "/fhir/Patient/1?a=c", (("Host", "localhost"), ("User-Agent", "raw")))
+    evasion_case(ctx, [{"nodelay": True, "steps": [
+        {"op": "write", "data": first}, {"op": "read", "n": 1},
+        {"op": "bytewise", "data": r, "gap_ms": 1}, {"op": "read", "n": 1}]}],
+        [[{"method": "GET", "target": "/fhir/Patient/first", "request_bytes": len(first),
+           "truncated": False},
+          {"method": "GET", "target": "/fhir/Patient/1?a=c", "request_bytes": len(r),
+           "truncated": False}]])
+
+
 def test_evasion_folded_header(ctx):
     """An obs-fold header continued over many lines, each line its own write."""
     lines = ["GET /fhir/Patient/2 HTTP/1.1\r\n", "Host: localhost\r\n", "X-Folded: part-one\r\n"]
@@ -219,35 +232,50 @@ def iov_split(data, n):
     return out
 
 
+def padded_req(target, size):
+    """A GET of exactly `size` bytes (an X-Pad header fills the difference)."""
+    base = req("GET", target, (("Host", "localhost"), ("X-Pad", "")))
+    return req("GET", target, (("Host", "localhost"), ("X-Pad", "p" * (size - len(base)))))
+
+
 def test_evasion_writev_many_iovecs(ctx):
-    """os.writev with 64 tiny iovecs: the kernel side copies 32, the rest are
-    uncaptured bytes; the transaction must still exist with exact byte counts and
-    say truncated. Second connection: the same after a normal first write, so the
-    socket is already classified."""
-    r1 = req("GET", "/fhir/Patient/3?x=1", (("Host", "localhost"), ("Accept", "*/*")))
-    r2 = req("GET", "/fhir/Patient/4?x=2", (("Host", "localhost"), ("Accept", "*/*")))
+    """os.writev with 64 iovecs of 1-3 bytes on a connection already carrying
+    HTTP: the kernel side copies 32 iovecs and reports the rest as uncaptured.
+    The transaction must exist with exact byte counts and say truncated."""
     warm = req("GET", "/fhir/Patient/warm")
-    iov1, iov2 = iov_split(r1, 64), iov_split(r2, 64)
-    lib.check(len(iov1) == 64 and "".join(iov1) == r1 and max(map(len, iov1[:-1])) <= 3,
+    r = padded_req("/fhir/Patient/4?x=2", 128)
+    iov = iov_split(r, 64)
+    lib.check(len(iov) == 64 and "".join(iov) == r and max(map(len, iov)) <= 3,
               "harness: iovec plan")
     res, exp, got = evasion_case(ctx, [
-        {"nodelay": True, "steps": [{"op": "writev", "iov": iov1}, {"op": "read", "n": 1}]},
         {"nodelay": True, "steps": [{"op": "write", "data": warm}, {"op": "read", "n": 1},
-                                    {"op": "writev", "iov": iov2}, {"op": "read", "n": 1}]}],
-        [[{"method": "GET", "target": "/fhir/Patient/3?x=1", "request_bytes": len(r1)}],
-         [{"method": "GET", "target": "/fhir/Patient/warm", "request_bytes": len(warm),
+                                    {"op": "writev", "iov": iov}, {"op": "read", "n": 1}]}],
+        [[{"method": "GET", "target": "/fhir/Patient/warm", "request_bytes": len(warm),
            "truncated": False},
-          {"method": "GET", "target": "/fhir/Patient/4?x=2", "request_bytes": len(r2)}]])
+          {"method": "GET", "target": "/fhir/Patient/4?x=2", "request_bytes": len(r)}]])
     # nginx reads the request with one read(): nothing uncaptured on its side.
-    for t in (got["server"][0], got["server"][2]):
-        lib.check(lib.get(t, "phiwatch.truncated") is False,
-                  f"server side truncated without a capture gap: {lib.summary(t)}")
+    t = got["server"][1]
+    lib.check(lib.get(t, "phiwatch.truncated") is False,
+              f"server side truncated without a capture gap: {lib.summary(t)}")
     # client side: bytes beyond 32 iovecs are not copied, and the contract says so.
-    for t in (got["client"][0], got["client"][2]):
-        lib.check(lib.get(t, "phiwatch.truncated") is True,
-                  f"client side: 64-iovec writev not marked truncated: {lib.summary(t)}")
-    lib.check(res.stats["drops"]["iov_limit"] >= 2,
-              f"drops.iov_limit={res.stats['drops']['iov_limit']}, want >= 2 (two 64-iovec writev)")
+    t = got["client"][1]
+    lib.check(lib.get(t, "phiwatch.truncated") is True,
+              f"client side: 64-iovec writev not marked truncated: {lib.summary(t)}")
+    lib.check(res.stats["drops"]["iov_limit"] >= 1,
+              f"drops.iov_limit={res.stats['drops']['iov_limit']}, want >= 1")
+
+
+def test_evasion_writev_first_call(ctx):
+    """The same 64-iovec writev as the very first call on a new connection (its
+    first iovec is 1 byte long)."""
+    r = padded_req("/fhir/Patient/3?x=1", 128)
+    iov = iov_split(r, 64)
+    lib.check(len(iov) == 64 and "".join(iov) == r and len(iov[0]) == 1, "harness: iovec plan")
+    res, exp, got = evasion_case(ctx, [
+        {"nodelay": True, "steps": [{"op": "writev", "iov": iov}, {"op": "read", "n": 1}]}],
+        [[{"method": "GET", "target": "/fhir/Patient/3?x=1", "request_bytes": len(r)}]])
+    lib.check(lib.get(got["client"][0], "phiwatch.truncated") is True,
+              f"client side: 64-iovec writev not marked truncated: {lib.summary(got['client'][0])}")
 
 
 def test_evasion_pipelined(ctx):
