@@ -30,8 +30,8 @@ echo "== fuzz smoke (${FUZZ_SMOKE}s each)"
 for f in "$BUILD"/fuzz/fuzz_*; do
 	[ -x "$f" ] || continue
 	name=$(basename "$f")
-	seeds=tests/data/${name#fuzz_}
-	dict=tests/fuzz/${name#fuzz_}.dict
+	seeds=$PWD/tests/data/${name#fuzz_}
+	dict=$PWD/tests/fuzz/${name#fuzz_}.dict
 	work=$(mktemp -d)
 	args=(-max_total_time="$FUZZ_SMOKE" -print_final_stats=0 "$work")
 	[ -f "$dict" ] && args=(-dict="$dict" "${args[@]}")
