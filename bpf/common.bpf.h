@@ -21,9 +21,10 @@ char LICENSE[] SEC("license") = "GPL";
 #define S_IFSOCK 0140000
 #define EINPROGRESS 115
 
-/* Loop bound for readv/writev/recvmsg/sendmsg iovecs; bytes of later iovecs
- * are reported as uncaptured (the stream stays in sync). */
-#define PW_IOV_MAX 32
+/* Loop bound for readv/writev/recvmsg/sendmsg iovecs: IOV_MAX, so every
+ * iovec is walked until the capture area is full (bpf_loop: the verifier
+ * checks the body once). */
+#define PW_IOV_MAX 1024
 
 /* Set by userspace before load. */
 const volatile __u32 self_tgid = 0;
@@ -296,10 +297,20 @@ static __always_inline __u64 data_append(struct scratch *s, const void *ubuf, __
 	return n;
 }
 
+/* Overload protection: past this fill of the ring, data events go out
+ * without their payload (the byte counts keep the streams in sync), so the
+ * metadata that says who, which connection and how many bytes still fits. */
+const volatile __u64 shed_payload_bytes = 12 * 1024 * 1024;
+
 static __always_inline void data_send(struct scratch *s)
 {
 	__u64 n = s->e.cap_len;
 
+	if (n && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= shed_payload_bytes) {
+		drop_count(PW_DROP_PAYLOAD_SHED);
+		n = 0;
+		s->e.cap_len = 0;
+	}
 	VERIFIER_BOUND(n, 2 * PHIWATCH_CAPTURE_BYTES - 1); /* cap_len <= CAP */
 	s->e.h.size = sizeof(struct pw_data) + n;
 	if (bpf_ringbuf_output(&events, &s->e, sizeof(struct pw_data) + n, rb_flags()))

@@ -62,37 +62,12 @@ static __always_inline void data_enter(int fd, __u64 ptr, __u64 cnt, __u8 kind, 
 		drop_count(PW_DROP_ARGS_FULL);
 }
 
-/* Reads the first two payload bytes for classification. */
-static __always_inline int first_bytes(const struct call_args *a, __u8 out[2], __u64 moved)
-{
-	__u64 base = a->ptr;
-
-	if (a->kind == CK_NOCOPY)
-		return -1;
-	if (a->kind == CK_MSG) {
-		struct user_msghdr m;
-		if (bpf_probe_read_user(&m, sizeof(m), (void *)a->ptr))
-			return -1;
-		base = (__u64)m.msg_iov;
-	}
-	if (a->kind != CK_BUF) {
-		/* First iovec only; an empty first iovec is classified later. */
-		struct iovec iov;
-		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)base) || iov.iov_len < 2)
-			return -1;
-		base = (__u64)iov.iov_base;
-	}
-	if (moved < 2)
-		return -1;
-	return bpf_probe_read_user(out, 2, (void *)base) ? -1 : 0;
-}
-
 /* HTTP starts with a method token or "HTTP/": a letter. TLS records start
  * with content type 20..23 and major version 3. Anything else is a binary
  * protocol phiwatch does not follow. */
-static __always_inline __u8 classify(const __u8 b[2])
+static __always_inline __u8 classify(const __u8 *b, __u32 n)
 {
-	if (b[0] >= 20 && b[0] <= 23 && b[1] == 3)
+	if (b[0] >= 20 && b[0] <= 23 && (n < 2 || b[1] == 3))
 		return SC_TLS;
 	if ((b[0] >= 'A' && b[0] <= 'Z') || (b[0] >= 'a' && b[0] <= 'z'))
 		return SC_HTTP;
@@ -165,17 +140,6 @@ static __always_inline void data_exit(long ret, const __u8 kind)
 	struct sock_state *ss = sock_get(tgid, a.fd, true);
 	if (!ss || ss->cls == SC_IGNORE || ss->cls == SC_TLS)
 		return;
-	if (ss->cls == SC_NEW) {
-		__u8 b[2];
-		if (first_bytes(&a, b, ret))
-			return; /* too little to judge: look again at the next call */
-		ss->cls = classify(b);
-		if (ss->cls == SC_TLS)
-			tls_report(ss, a.fd, id);
-		if (ss->cls != SC_HTTP)
-			return;
-	}
-	sock_announce(ss, a.fd, id);
 
 	struct scratch *s = data_begin(a.fd, a.dir, 0, 0, ret > 0xffffffff ? 0xffffffff : ret, id);
 	if (!s)
@@ -192,6 +156,19 @@ static __always_inline void data_exit(long ret, const __u8 kind)
 		else
 			drop_count(PW_DROP_READ_FAULT);
 	}
+	/* The socket's first bytes decide what it is: classified from what was
+	 * copied, so a first call of one byte or a first iovec of one byte
+	 * counts like any other. */
+	if (ss->cls == SC_NEW) {
+		if (s->e.cap_len == 0)
+			return; /* nothing copied (sendfile): judge the next call */
+		ss->cls = classify(s->e.data, s->e.cap_len);
+		if (ss->cls == SC_TLS)
+			tls_report(ss, a.fd, id);
+		if (ss->cls != SC_HTTP)
+			return;
+	}
+	sock_announce(ss, a.fd, id);
 	data_send(s);
 }
 

@@ -306,6 +306,7 @@ struct capture *capture__open(const struct capture_opts *o, capture_rec_fn fn, v
 	c->skel->rodata->self_tgid = (uint32_t)getpid();
 	c->skel->rodata->wakeup_bytes = o->wakeup_bytes;
 	c->skel->rodata->floor_mode = o->floor;
+	c->skel->rodata->shed_payload_bytes = o->ringbuf_bytes / 4 * 3;
 	c->skel->rodata->filter_ports = o->nports > 0;
 	c->skel->rodata->filter_tgids = o->nskip_comms > 0;
 	err = bpf_map__set_max_entries(c->skel->maps.events, (uint32_t)o->ringbuf_bytes);
@@ -379,6 +380,14 @@ void capture__drain(struct capture *c)
 	while (ring_buffer__consume(c->rb) > 0)
 		;
 	check_drops(c);
+}
+
+void capture__forget_socket(void *ctx, uint32_t pid, int32_t fd)
+{
+	struct capture *c = ctx;
+	uint64_t key = ((uint64_t)pid << 32) | (uint32_t)fd;
+
+	bpf_map__delete_elem(c->skel->maps.socks, &key, sizeof(key), 0);
 }
 
 void capture__stats(const struct capture *c, struct capture_stats *out)

@@ -46,6 +46,9 @@ int capture__poll(struct capture *c);
 /* Delivers everything still in the ring buffer and the final drop counters. */
 void capture__drain(struct capture *c);
 void capture__stats(const struct capture *c, struct capture_stats *out);
+/* Forgets the kernel's state for (pid, fd): the socket is learned and
+ * announced again on its next call. Matches conn_evict_fn. */
+void capture__forget_socket(void *c, uint32_t pid, int32_t fd);
 void capture__close(struct capture *c);   /* detaches all links; NULL ok */
 
 #endif

@@ -196,7 +196,7 @@ int cmd_run(int argc, char **argv)
 		goto out_files;
 
 	struct pipeline_opts po = { .realtime_offset_ns = capture__realtime_offset(cap), .on_txn = sink_jsonl_txn,
-				    .ctx = &sink };
+				    .ctx = &sink, .on_evict = capture__forget_socket, .evict_ctx = cap };
 	po.limits = cfg.limits;
 	rctx.pl = pipeline__new(&po);
 	if (!rctx.pl) {

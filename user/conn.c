@@ -58,6 +58,8 @@ struct conn_table {
 	struct conn_limits lim;
 	conn_txn_fn fn;
 	void *ctx;
+	conn_evict_fn evict_fn;
+	void *evict_ctx;
 	struct conn *by_key;
 	struct pid_conns *by_pid;
 	struct conn *lru_head, *lru_tail;  /* head: least recently active */
@@ -92,6 +94,12 @@ struct conn_table *conn_table__new(const struct conn_limits *lim, conn_txn_fn fn
 	ct->fn = fn;
 	ct->ctx = ctx;
 	return ct;
+}
+
+void conn_table__on_evict(struct conn_table *ct, conn_evict_fn fn, void *ctx)
+{
+	ct->evict_fn = fn;
+	ct->evict_ctx = ctx;
 }
 
 static void lru_unlink(struct conn_table *ct, struct conn *c)
@@ -251,6 +259,12 @@ static int resp_on_head(void *ctx, const struct http1_head *h, uint64_t ts)
 	struct pending *p = q_front(c);
 
 	(void)ts;
+	if (!p) {
+		/* Answered before the request head was complete (e.g. a 400 for a
+		 * malformed header): take the request as far as it got. */
+		http1_stream__abandon(c->req);
+		p = q_front(c);
+	}
 	c->resp_status = h->status;
 	c->resp_minor = h->minor_version;
 	c->resp_interim = h->status >= 100 && h->status < 200 && h->status != 101;
@@ -353,6 +367,16 @@ static void conn_destroy(struct conn_table *ct, struct conn *c, uint64_t ts)
 	free(c);
 }
 
+static void conn_evict(struct conn_table *ct, struct conn *c, uint64_t ts)
+{
+	uint32_t pid = c->pid;
+	int32_t fd = c->fd;
+
+	conn_destroy(ct, c, ts);
+	if (ct->evict_fn)
+		ct->evict_fn(ct->evict_ctx, pid, fd);
+}
+
 static struct conn *conn_create(struct conn_table *ct, uint32_t pid, int32_t fd, uint64_t ts)
 {
 	struct conn *c;
@@ -360,7 +384,7 @@ static struct conn *conn_create(struct conn_table *ct, uint32_t pid, int32_t fd,
 
 	if (ct->lim.max_conns && ct->st.conns_live >= ct->lim.max_conns && ct->lru_head) {
 		ct->st.conns_evicted_lru++;
-		conn_destroy(ct, ct->lru_head, ts);
+		conn_evict(ct, ct->lru_head, ts);
 	}
 	c = calloc(1, sizeof(*c));
 	if (!c)
@@ -493,7 +517,7 @@ void conn_table__expire(struct conn_table *ct, uint64_t now)
 {
 	while (ct->lru_head && ct->lim.idle_timeout_ns && ct->lru_head->last_ts + ct->lim.idle_timeout_ns < now) {
 		ct->st.conns_evicted_idle++;
-		conn_destroy(ct, ct->lru_head, now);
+		conn_evict(ct, ct->lru_head, now);
 	}
 }
 

@@ -46,6 +46,11 @@ struct conn_stats {
 typedef void (*conn_txn_fn)(void *ctx, struct txn *t);
 
 struct conn_table *conn_table__new(const struct conn_limits *lim, conn_txn_fn fn, void *ctx);
+/* Called when a connection is dropped for idleness or the LRU bound while
+ * its socket may still be open: the capture side forgets the socket too, so
+ * that it is announced again (with its addresses) if it ever speaks. */
+typedef void (*conn_evict_fn)(void *ctx, uint32_t pid, int32_t fd);
+void conn_table__on_evict(struct conn_table *ct, conn_evict_fn fn, void *ctx);
 void conn_table__free(struct conn_table *ct);  /* closes nothing: call close_all first */
 
 void conn_table__open(struct conn_table *ct, const struct pw_conn *c);

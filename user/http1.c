@@ -510,6 +510,8 @@ struct http1_stream {
 	uint64_t cand_ts;
 };
 
+static void head_lost(struct http1_stream *s, const char *hb, size_t hn, bool bnd, uint64_t gap);
+
 struct http1_stream *http1_stream__new(enum http1_kind kind, size_t head_cap,
 				       const struct http1_callbacks *cb, void *ctx)
 {
@@ -541,6 +543,15 @@ void http1_stream__free(struct http1_stream *s)
 		return;
 	free(s->hbuf);
 	free(s);
+}
+
+void http1_stream__abandon(struct http1_stream *s)
+{
+	if (s->busy || s->state != ST_HEAD || s->h_n == 0)
+		return;
+	s->busy = true;
+	head_lost(s, s->hlen ? s->hbuf : NULL, s->h_n, true, 0);
+	s->busy = false;
 }
 
 const struct http1_stream_stats *http1_stream__stats(const struct http1_stream *s)
@@ -662,14 +673,34 @@ static void begin_message(struct http1_stream *s, uint64_t head_bytes)
  * is what was captured. With a start line it is still reported, as truncated,
  * so a giant header cannot hide a request; without one it is garbage.
  */
-static void head_lost(struct http1_stream *s, const char *hb, size_t hn, bool bnd)
+static void head_lost(struct http1_stream *s, const char *hb, size_t hn, bool bnd, uint64_t gap)
 {
+	struct http1_head h;
+	bool have = false;
+
 	if (s->sl_done && hb) {
-		struct http1_head h;
 		struct framing fr;
 		size_t used;
 		parse_head(s->kind, hb, hn, &h, &used, &fr, true);
-		begin_message(s, hn);
+		have = true;
+	} else if (hb && s->kind == HTTP1_REQUEST && s->sl.st == SL_TARGET) {
+		/* Cut inside the request-target (a URL longer than the capture
+		 * prefix): method and the target's beginning are still who did
+		 * what. */
+		const char *sp = memchr(hb, ' ', hn);
+		if (sp) {
+			memset(&h, 0, sizeof(h));
+			h.method = (struct slice){ hb, (size_t)(sp - hb) };
+			h.target = (struct slice){ sp + 1, hn - (size_t)(sp + 1 - hb) };
+			h.minor_version = 1;
+			h.truncated = true;
+			have = h.method.len > 0 && h.target.len > 0;
+		}
+	}
+	if (have) {
+		/* Heads are written whole: the uncaptured rest of this call
+		 * most likely is the rest of this head. */
+		begin_message(s, hn + gap);
 		s->end.truncated = s->end.unframed = true;
 		if (s->cb.on_head)
 			s->cb.on_head(s->ctx, &h, s->h_ts);
@@ -789,7 +820,7 @@ static size_t feed_head(struct http1_stream *s, const char *d, size_t i, size_t 
 		if (s->h_n == s->head_cap) {
 			s->stats.head_overflows++;
 			hb = head_view(s, d, seg, i, &hn);
-			head_lost(s, hb, hn, bnd_at(s, d, i));
+			head_lost(s, hb, hn, bnd_at(s, d, i), 0);
 			return i;
 		}
 		if (!s->sl_done) {
@@ -832,7 +863,7 @@ static size_t feed_head(struct http1_stream *s, const char *d, size_t i, size_t 
 			hb = head_view(s, d, seg, i, &hn);
 			if (!hb) {
 				s->stats.head_overflows++;
-				head_lost(s, NULL, hn, true);
+				head_lost(s, NULL, hn, true, 0);
 			} else {
 				head_done(s, hb, hn);
 			}
@@ -845,7 +876,7 @@ static size_t feed_head(struct http1_stream *s, const char *d, size_t i, size_t 
 	if (!head_append(s, d + seg, n - seg)) {
 		s->stats.head_overflows++;
 		s->hplace = NULL;
-		head_lost(s, NULL, s->h_n, bnd_at(s, d, n));
+		head_lost(s, NULL, s->h_n, bnd_at(s, d, n), 0);
 		return n;
 	}
 	s->hplace = NULL;
@@ -1128,7 +1159,7 @@ static void feed_gap(struct http1_stream *s)
 		size_t hn;
 		const char *hb = s->hlen ? s->hbuf : s->hplace;
 		hn = s->h_n;
-		head_lost(s, hb, hn, true);
+		head_lost(s, hb, hn, true, g);
 	} else {
 		enter_resync(s, true);
 	}

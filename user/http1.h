@@ -107,6 +107,10 @@ void http1_stream__close(struct http1_stream *s, uint64_t ts);
  * A partially buffered head is discarded (not counted as garbage).
  */
 void http1_stream__passthrough(struct http1_stream *s);
+/* The peer answered before the head being gathered was complete (a server
+ * rejecting a bad request early): report it now as truncated, if its start
+ * line is there, and look for the next message. */
+void http1_stream__abandon(struct http1_stream *s);
 const struct http1_stream_stats *http1_stream__stats(const struct http1_stream *s);
 /* Bytes currently held in the head buffer (allocated capacity, for memory accounting). */
 size_t http1_stream__buffered(const struct http1_stream *s);

@@ -32,6 +32,7 @@ static const char *drop_names[PW_DROP__MAX] = {
 	[PW_DROP_READ_FAULT] = "read_fault",
 	[PW_DROP_IOV_LIMIT] = "iov_limit",
 	[PW_DROP_TLS_NO_FD] = "tls_no_fd",
+	[PW_DROP_PAYLOAD_SHED] = "payload_shed",
 };
 
 void pipeline_default_limits(struct conn_limits *l)
@@ -110,6 +111,8 @@ struct pipeline *pipeline__new(const struct pipeline_opts *o)
 		free(p);
 		return NULL;
 	}
+	if (o->on_evict)
+		conn_table__on_evict(p->ct, o->on_evict, o->evict_ctx);
 	return p;
 }
 

@@ -20,6 +20,8 @@ struct pipeline_opts {
 	int64_t realtime_offset_ns;   /* realtime = monotonic event ts + this */
 	pipeline_txn_fn on_txn;
 	void *ctx;
+	conn_evict_fn on_evict;       /* optional: a connection was dropped while maybe open */
+	void *evict_ctx;
 };
 
 struct pipeline_stats {

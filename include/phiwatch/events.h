@@ -11,7 +11,7 @@
 #include <linux/types.h>
 #endif
 
-#define PHIWATCH_ABI_VERSION 1
+#define PHIWATCH_ABI_VERSION 2
 
 /* Most payload bytes copied per call; a power of two (masking keeps the
  * verifier's bounds simple). The event still says how many bytes moved. */
@@ -60,6 +60,7 @@ enum pw_drop {
 	PW_DROP_READ_FAULT,        /* payload could not be read from user memory */
 	PW_DROP_IOV_LIMIT,         /* iovecs past the loop bound: bytes reported as uncaptured */
 	PW_DROP_TLS_NO_FD,         /* SSL call whose socket could not be found */
+	PW_DROP_PAYLOAD_SHED,      /* ring nearly full: payload dropped, event kept (a counted gap) */
 	PW_DROP__MAX,
 };
 

@@ -574,7 +574,8 @@ static void test_head_gap(void **state)
 		.name = "gap in head", .kind = HTTP1_REQUEST,
 		.segs = { G("GET /a HTTP/1.1\r\nHost: x\r\nUser-Ag", 500), S("junk rest of head\r\n\r\n" KA1) },
 		.exp = {
-			{ "GET", "/a", 0, 1, 0, L("GET /a HTTP/1.1\r\nHost: x\r\nUser-Ag"), 0, "", 0, 1, 1, 1 },
+			/* the uncaptured rest of the call is counted into the cut head */
+			{ "GET", "/a", 0, 1, 0, L("GET /a HTTP/1.1\r\nHost: x\r\nUser-Ag") + 500, 0, "", 0, 1, 1, 1 },
 			{ "GET", "/a", 0, 1, 0, L(KA1), 0, "", 0, 0, 0, 0 },
 		},
 		.nexp = 2,
@@ -586,10 +587,12 @@ static void test_head_gap(void **state)
 		.segs = { S(KA1), G("GET /lo", 10), S("ng HTTP/1.1\r\n\r\n" KA1) },
 		.exp = {
 			{ "GET", "/a", 0, 1, 0, L(KA1), 0, "", 0, 0, 0, 0 },
+			/* cut inside the target (a URL longer than the capture): still reported */
+			{ "GET", "/lo", 0, 0, 0, 7 + 10, 0, "", 0, 1, 1, 1 },
 			{ "GET", "/a", 0, 1, 0, L(KA1), 0, "", 0, 0, 0, 0 },
 		},
-		.nexp = 2,
-		.stats = { .gap_bytes = 10, .resyncs = 1, .garbage_bytes = 7 + L("ng HTTP/1.1\r\n\r\n") },
+		.nexp = 3,
+		.stats = { .gap_bytes = 10, .resyncs = 1, .garbage_bytes = L("ng HTTP/1.1\r\n\r\n") },
 	};
 	run_case(&tc2);
 	/* a gap right at a message start: the next chunk may begin a message */
@@ -776,13 +779,20 @@ static void test_head_overflow(void **state)
 		.stats = { .head_overflows = 1, .resyncs = 1, .garbage_bytes = L(BIG1) - 128 },
 	};
 	run_case(&tc);
-	/* the start line itself is too long: garbage */
+	/* the start line itself is too long: reported with the target's first
+	 * head_cap - 4 bytes, the rest skipped */
+	static char t124[125];
+	t124[0] = '/';
+	memset(t124 + 1, 'a', 123);
 	static const struct tcase tc2 = {
 		.name = "giant start line", .kind = HTTP1_REQUEST, .head_cap = 128,
 		.segs = { S(BIG2 KA1) },
-		.exp = { { "GET", "/a", 0, 1, 0, L(KA1), 0, "", 0, 0, 0, 0 } },
-		.nexp = 1,
-		.stats = { .head_overflows = 1, .resyncs = 1, .garbage_bytes = L(BIG2) },
+		.exp = {
+			{ "GET", t124, 0, 0, 0, 128, 0, "", 0, 1, 1, 1 },
+			{ "GET", "/a", 0, 1, 0, L(KA1), 0, "", 0, 0, 0, 0 },
+		},
+		.nexp = 2,
+		.stats = { .head_overflows = 1, .resyncs = 1, .garbage_bytes = L(BIG2) - 128 },
 	};
 	run_case(&tc2);
 	/* exactly head_cap bytes is fine */
@@ -953,12 +963,12 @@ static void test_lifecycle(void **state)
 	assert_non_null(s);
 	http1_stream__feed(s, KA3H "hello" KA1 "GET /", L(KA3H "hello" KA1 "GET /"), 1000, 1);
 	http1_stream__feed(s, NULL, 0, 0, 2);
-	assert_int_equal(http1_stream__stats(s)->messages, 2);
+	assert_int_equal(http1_stream__stats(s)->messages, 3); /* "GET /" cut by the gap counts */
 	assert_int_equal(http1_stream__stats(s)->gap_bytes, 1000 - L(KA3H "hello" KA1 "GET /"));
 	http1_stream__close(s, 3);
 	http1_stream__passthrough(s);
 	http1_stream__feed(s, KA1, L(KA1), L(KA1), 4);
-	assert_int_equal(http1_stream__stats(s)->messages, 2);
+	assert_int_equal(http1_stream__stats(s)->messages, 3);
 	http1_stream__free(s);
 }
 
