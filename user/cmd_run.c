@@ -75,6 +75,8 @@ void cmd_print_stats(const struct pipeline_stats *ps, uint64_t ring_events, uint
 	json_u64(&b, "resyncs", ps->conn.resyncs);
 	json_u64(&b, "head_overflows", ps->conn.head_overflows);
 	json_u64(&b, "uncaptured_bytes", ps->conn.gap_bytes);
+	json_u64(&b, "requests_lost", ps->conn.requests_lost);
+	json_u64(&b, "responses_lost", ps->conn.responses_lost);
 	json_obj_close(&b);
 	json_obj_open(&b, "conns");
 	json_u64(&b, "opened", ps->conn.conns_opened);

@@ -490,6 +490,15 @@ void conn_table__data(struct conn_table *ct, const struct pw_data *d)
 		c->role = c->req_dir == PW_DIR_INGRESS ? PW_ROLE_SERVER : PW_ROLE_CLIENT;
 	}
 	struct http1_stream *s = d->dir == c->req_dir ? c->req : c->resp;
+	/* A call whose payload the kernel had to drop (ring full) where a new
+	 * message would start: most likely one whole request or response,
+	 * counted so that lost calls are accounted for. */
+	if (d->cap_len == 0 && d->total_len > 0 && http1_stream__at_boundary(s)) {
+		if (s == c->req)
+			ct->st.requests_lost++;
+		else
+			ct->st.responses_lost++;
+	}
 	http1_stream__feed(s, (const char *)d->data, d->cap_len, d->total_len, d->h.ts_ns);
 }
 

@@ -37,6 +37,8 @@ struct conn_stats {
 	uint64_t resyncs;
 	uint64_t head_overflows;
 	uint64_t gap_bytes;            /* bytes moved but not captured (capture limit) */
+	uint64_t requests_lost;        /* request-side calls whose payload was dropped between messages */
+	uint64_t responses_lost;       /* the same on the response side */
 	uint64_t buffered_bytes;       /* held in head buffers now */
 };
 

@@ -545,6 +545,11 @@ void http1_stream__free(struct http1_stream *s)
 	free(s);
 }
 
+bool http1_stream__at_boundary(const struct http1_stream *s)
+{
+	return s->state == ST_HEAD && s->h_n == 0;
+}
+
 void http1_stream__abandon(struct http1_stream *s)
 {
 	if (s->busy || s->state != ST_HEAD || s->h_n == 0)
