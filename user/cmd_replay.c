@@ -5,16 +5,19 @@
 #include <string.h>
 
 #include "cmd.h"
+#include "config.h"
+#include "state.h"
 #include "log.h"
 #include "record.h"
 #include "sink_jsonl.h"
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: phiwatch replay [--events FILE|-] [--stats] CAPTURE\n"
+	fprintf(f, "usage: phiwatch replay [--config FILE] [--events FILE|-] [--stats] CAPTURE\n"
 		   "\n"
 		   "Feed a capture saved by `phiwatch run --record` through the same pipeline\n"
 		   "and print the same transactions (JSON lines). No root or BPF needed.\n"
+		   "  --config FILE   configuration (default " PHIWATCH_DEFAULT_CONFIG ", optional)\n"
 		   "  --events FILE   write to FILE instead of stdout\n"
 		   "  --stats         print the counters line on stderr at the end\n");
 }
@@ -24,10 +27,11 @@ int cmd_replay(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "events", required_argument, NULL, 'e' },
 		{ "stats", no_argument, NULL, 's' },
+		{ "config", required_argument, NULL, 'c' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	const char *events = NULL;
+	const char *events = NULL, *config_path = NULL;
 	bool stats = false;
 	int ch;
 
@@ -36,6 +40,7 @@ int cmd_replay(int argc, char **argv)
 		switch (ch) {
 		case 'e': events = optarg; break;
 		case 's': stats = true; break;
+		case 'c': config_path = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -44,6 +49,17 @@ int cmd_replay(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	static struct config cfg;
+	char cerr[512];
+	config_init(&cfg);
+	if (config_load(&cfg, config_path ? config_path : PHIWATCH_DEFAULT_CONFIG, config_path != NULL, cerr,
+			sizeof(cerr)) != 0) {
+		fprintf(stderr, "phiwatch: %s\n", cerr);
+		return 2;
+	}
+	/* The live agent's secret, when readable, so API-key principals match. */
+	if (state_secret_load(cfg.state_dir, cfg.identity.secret, false, cerr, sizeof(cerr)) != 0)
+		log_debug("no host secret (%s): API-key principals will differ from the live run's", cerr);
 	const char *path = argv[optind];
 	FILE *f = fopen(path, "re");
 	if (!f) {
@@ -66,7 +82,9 @@ int cmd_replay(int argc, char **argv)
 	}
 	struct pipeline_opts po = { .realtime_offset_ns = rr.hdr.realtime_offset_ns, .on_txn = sink_jsonl_txn,
 				    .ctx = &sink };
-	pipeline_default_limits(&po.limits);
+	po.limits = cfg.limits;
+	po.identity = &cfg.identity;
+	po.resource = &cfg.resource;
 	struct pipeline *pl = pipeline__new(&po);
 	if (!pl) {
 		fprintf(stderr, "phiwatch: out of memory\n");

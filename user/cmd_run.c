@@ -13,6 +13,7 @@
 #include "json.h"
 #include "log.h"
 #include "privs.h"
+#include "state.h"
 #include "record.h"
 #include "sink_jsonl.h"
 
@@ -158,7 +159,10 @@ int cmd_run(int argc, char **argv)
 		fprintf(stderr, "phiwatch: run needs root (BPF programs and uprobes); try: sudo phiwatch run\n");
 		return 2;
 	}
-	if (privs_check_path(cfg.state_dir, false, cerr, sizeof(cerr)) != 0) {
+	if (privs_check_path(cfg.state_dir, false, cerr, sizeof(cerr)) != 0 ||
+	    state_dir_ensure(cfg.state_dir, cerr, sizeof(cerr)) != 0 ||
+	    privs_check_path(cfg.state_dir, true, cerr, sizeof(cerr)) != 0 ||
+	    state_secret_load(cfg.state_dir, cfg.identity.secret, true, cerr, sizeof(cerr)) != 0) {
 		fprintf(stderr, "phiwatch: state directory: %s\n", cerr);
 		return 2;
 	}
@@ -198,7 +202,8 @@ int cmd_run(int argc, char **argv)
 		goto out_files;
 
 	struct pipeline_opts po = { .realtime_offset_ns = capture__realtime_offset(cap), .on_txn = sink_jsonl_txn,
-				    .ctx = &sink, .on_evict = capture__forget_socket, .evict_ctx = cap };
+				    .ctx = &sink, .on_evict = capture__forget_socket, .evict_ctx = cap,
+				    .identity = &cfg.identity, .resource = &cfg.resource };
 	po.limits = cfg.limits;
 	rctx.pl = pipeline__new(&po);
 	if (!rctx.pl) {

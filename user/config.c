@@ -18,15 +18,26 @@ enum ktype {
 	K_PORTS,     /* array of 1..65535 into capture.ports */
 	K_COMMS,     /* array of strings <= 15 bytes into capture.exclude_comms */
 	K_SIZE,      /* size_t, range-checked */
+	K_STRLIST,   /* array of strings: storage at off, pointers at off2, count at off3 */
 };
 
 struct key {
 	const char *path;
 	enum ktype type;
 	size_t off;
-	uint64_t min, max;
+	uint64_t min, max;       /* K_STRLIST: most entries, longest entry (bytes incl. NUL) */
 	const char *help;
+	size_t off2, off3;
+	bool (*check)(const char *s);  /* K_STRLIST: extra validation, NULL for none */
 };
+
+static bool header_token(const char *s)
+{
+	for (; *s; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || strchr("!#$%&'*+-.^_`|~", *s)))
+			return false;
+	return true;
+}
 
 #define OFF(f) offsetof(struct config, f)
 
@@ -41,6 +52,14 @@ static const struct key keys[] = {
 	{ "connections.idle_timeout_s", K_SECONDS_NS, OFF(limits.idle_timeout_ns), 1, 86400 * 7, "idle connection timeout" },
 	{ "connections.head_cap", K_SIZE, OFF(limits.head_cap), 1024, 1 << 24, "largest HTTP head buffered" },
 	{ "connections.pipeline_max", K_U32, OFF(limits.pipeline_max), 1, 4096, "requests awaiting responses per connection" },
+	{ "identity.claims", K_STRLIST, OFF(str.claims), IDENTITY_MAX_CLAIMS, 64, "JWT claims naming the principal, first present wins",
+	  OFF(identity.claims), OFF(identity.nclaims), NULL },
+	{ "identity.apikey_headers", K_STRLIST, OFF(str.apikey_headers), IDENTITY_MAX_APIKEY_HEADERS, 64, "headers carrying API keys",
+	  OFF(identity.apikey_headers), OFF(identity.napikey), header_token },
+	{ "identity.cache_entries", K_SIZE, OFF(identity.cache_entries), 0, IDENTITY_CACHE_MAX, "decoded-token cache size" },
+	{ "resource.fhir", K_BOOL, OFF(resource.fhir), 0, 0, "recognise FHIR REST paths and search parameters" },
+	{ "resource.templates", K_STRLIST, OFF(str.templates), RESOURCE_MAX_TEMPLATES, RESOURCE_TEMPLATE_MAX,
+	  "route templates with {patient}", OFF(resource.templates), OFF(resource.ntemplates), NULL },
 };
 
 int config_init(struct config *c)
@@ -48,6 +67,8 @@ int config_init(struct config *c)
 	memset(c, 0, sizeof(*c));
 	snprintf(c->state_dir, sizeof(c->state_dir), "%s", PHIWATCH_DEFAULT_STATE);
 	c->drop_capabilities = true;
+	identity_opts_default(&c->identity);
+	resource_opts_default(&c->resource);
 	c->capture.ringbuf_mb = 16;
 	c->capture.poll_ms = 10;
 	pipeline_default_limits(&c->limits);
@@ -152,6 +173,24 @@ static int set_key(struct config *c, const struct key *k, const cJSON *v, const 
 		}
 		return 0;
 	}
+	case K_STRLIST: {
+		const cJSON *e;
+		size_t n = 0;
+		if (!cJSON_IsArray(v) || (uint64_t)cJSON_GetArraySize(v) > k->min)
+			FAIL("must be an array of at most %llu strings", (unsigned long long)k->min);
+		cJSON_ArrayForEach(e, v) {
+			if (!cJSON_IsString(e) || !e->valuestring[0] || strlen(e->valuestring) >= k->max)
+				FAIL("entries are non-empty strings shorter than %llu bytes", (unsigned long long)k->max);
+			if (k->check && !k->check(e->valuestring))
+				FAIL("\"%s\" is not a valid value", e->valuestring);
+			char *slot = base + k->off + n * k->max;
+			snprintf(slot, k->max, "%s", e->valuestring);
+			((const char **)(base + k->off2))[n] = slot;
+			n++;
+		}
+		*(size_t *)(base + k->off3) = n;
+		return 0;
+	}
 	}
 	FAIL("internal: unhandled type");
 }
@@ -201,7 +240,21 @@ int config_parse(struct config *c, const char *name, const char *text, size_t le
 	}
 	rc = walk(c, root, "", name, err, errlen);
 	cJSON_Delete(root);
-	return rc;
+	if (rc)
+		return rc;
+	if (c->identity.nclaims == 0) {
+		snprintf(err, errlen, "%s: key \"identity.claims\": must name at least one claim", name);
+		return -EINVAL;
+	}
+	/* Templates are compiled now so that a bad one stops the start. */
+	char rerr[256];
+	struct resource_ctx *rc2 = resource__new(&c->resource, rerr, sizeof(rerr));
+	if (!rc2) {
+		snprintf(err, errlen, "%s: key \"resource.templates\": %s", name, rerr);
+		return -EINVAL;
+	}
+	resource__free(rc2);
+	return 0;
 }
 
 int config_load(struct config *c, const char *path, bool must_exist, char *err, size_t errlen)

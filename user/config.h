@@ -12,6 +12,8 @@
 #include <stdint.h>
 
 #include "conn.h"
+#include "identity.h"
+#include "resource.h"
 
 #define PHIWATCH_DEFAULT_CONFIG "/etc/phiwatch/phiwatch.json"
 #define PHIWATCH_DEFAULT_STATE "/var/lib/phiwatch"
@@ -28,12 +30,21 @@ struct config_capture {
 	uint32_t poll_ms;
 };
 
+struct config_strings {                  /* storage behind the option structs' pointers */
+	char claims[IDENTITY_MAX_CLAIMS][64];
+	char apikey_headers[IDENTITY_MAX_APIKEY_HEADERS][64];
+	char templates[RESOURCE_MAX_TEMPLATES][RESOURCE_TEMPLATE_MAX];
+};
+
 struct config {
 	char path[PATH_MAX];                   /* "" when defaults only */
 	char state_dir[CONFIG_STR];
 	bool drop_capabilities;                /* keep only what later attaches need */
 	struct config_capture capture;
 	struct conn_limits limits;
+	struct identity_opts identity;         /* secret filled from state_dir/host.secret by `run` */
+	struct resource_opts resource;
+	struct config_strings str;
 };
 
 /* Defaults only; never fails short of memory (returns -ENOMEM). */

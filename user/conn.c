@@ -9,8 +9,11 @@
 #include <uthash.h>
 
 #include "http1.h"
+#include "identity.h"
+#include "resource.h"
 
 struct pending {
+	struct identity *id;          /* NULL when the request carried no credentials */
 	uint64_t ts_first;
 	uint64_t ts_last;
 	uint64_t bytes;
@@ -34,8 +37,8 @@ struct conn {
 	uint16_t lport, rport;
 	int req_dir;                  /* PW_DIR_* carrying requests, -1 until known */
 	struct http1_stream *req, *resp;
-	struct pending *q;            /* ring of pipeline_max */
-	unsigned qhead, qlen;
+	struct pending *q;            /* ring of qcap (grows to pipeline_max) */
+	unsigned qhead, qlen, qcap;
 	/* response being parsed */
 	int resp_status;
 	int resp_minor;
@@ -60,6 +63,8 @@ struct conn_table {
 	void *ctx;
 	conn_evict_fn evict_fn;
 	void *evict_ctx;
+	struct identity_ctx *ident;   /* borrowed, may be NULL */
+	const struct resource_ctx *res;
 	struct conn *by_key;
 	struct pid_conns *by_pid;
 	struct conn *lru_head, *lru_tail;  /* head: least recently active */
@@ -94,6 +99,12 @@ struct conn_table *conn_table__new(const struct conn_limits *lim, conn_txn_fn fn
 	ct->fn = fn;
 	ct->ctx = ctx;
 	return ct;
+}
+
+void conn_table__enrich(struct conn_table *ct, struct identity_ctx *ic, const struct resource_ctx *rc)
+{
+	ct->ident = ic;
+	ct->res = rc;
 }
 
 void conn_table__on_evict(struct conn_table *ct, conn_evict_fn fn, void *ctx)
@@ -176,6 +187,32 @@ static void emit(struct conn *c, struct pending *p, uint64_t ts_end, uint64_t re
 	t.truncated = truncated || p->truncated;
 	t.user = "-";
 	t.auth = "none";
+	t.jwt_scope = "";
+	if (p->id) {
+		t.user = p->id->principal;
+		t.auth = auth_scheme_name(p->id->scheme);
+		t.jwt = p->id->jwt;
+		t.jwt_broken = p->id->jwt_broken;
+		t.jwt_has_iat = p->id->has_iat;
+		t.jwt_has_exp = p->id->has_exp;
+		t.jwt_iat = p->id->iat;
+		t.jwt_exp = p->id->exp;
+		t.jwt_scope = p->id->scope;
+	}
+	struct resource r;
+	if (ct->res && t.target_len) {
+		const char *path, *query;
+		size_t plen, qlen;
+		bool hq;
+		txn_split_target(t.target, t.target_len, &path, &plen, &query, &qlen, &hq);
+		if (resource__extract(ct->res, path, plen, query, qlen, &r) >= 0) {
+			if (r.type[0])
+				t.resource_type = r.type;
+			for (size_t i = 0; i < r.n_ids && i < TXN_MAX_IDS; i++)
+				t.resource_ids[t.n_resource_ids++] = r.ids[i];
+			t.is_export = r.is_export;
+		}
+	}
 	ct->fn(ct->ctx, &t);
 }
 
@@ -184,13 +221,47 @@ static struct pending *q_front(struct conn *c)
 	return c->qlen ? &c->q[c->qhead] : NULL;
 }
 
+static struct pending *q_at(struct conn *c, unsigned i)
+{
+	return &c->q[(c->qhead + i) % c->qcap];
+}
+
+/* Room for one more request: the ring starts at 2 (one request in flight is
+ * the common case) and doubles up to pipeline_max. */
+static bool q_grow(struct conn *c)
+{
+	unsigned max = c->ct->lim.pipeline_max;
+
+	if (c->qlen < c->qcap)
+		return true;
+	if (c->qcap >= max)
+		return false;
+	unsigned ncap = c->qcap ? c->qcap * 2 : 2;
+	if (ncap > max)
+		ncap = max;
+	struct pending *nq = calloc(ncap, sizeof(*nq));
+	if (!nq)
+		return false;
+	for (unsigned i = 0; i < c->qlen; i++)
+		nq[i] = *q_at(c, i);
+	free(c->q);
+	c->q = nq;
+	c->qhead = 0;
+	c->qcap = ncap;
+	return true;
+}
+
+static void pending_free(struct pending *p)
+{
+	free(p->target);
+	free(p->id);
+	memset(p, 0, sizeof(*p));
+}
+
 static void q_pop(struct conn *c)
 {
-	struct pending *p = &c->q[c->qhead];
-
-	free(p->target);
-	memset(p, 0, sizeof(*p));
-	c->qhead = (c->qhead + 1) % c->ct->lim.pipeline_max;
+	pending_free(&c->q[c->qhead]);
+	c->qhead = (c->qhead + 1) % c->qcap;
 	c->qlen--;
 }
 
@@ -200,17 +271,25 @@ static int req_on_head(void *ctx, const struct http1_head *h, uint64_t ts)
 	struct conn_table *ct = c->ct;
 
 	ct->st.requests++;
-	if (c->qlen == ct->lim.pipeline_max) {
-		/* The oldest request never got its answer in time: report it. */
+	if (!q_grow(c)) {
+		/* Too many requests awaiting answers: report the oldest now. */
 		struct pending *old = q_front(c);
+		if (!old)
+			return 0; /* no memory for even one */
 		ct->st.pipeline_overflows++;
 		ct->st.unanswered_requests++;
 		emit(c, old, old->ts_last, 0, 0, true);
 		q_pop(c);
 	}
-	struct pending *p = &c->q[(c->qhead + c->qlen) % ct->lim.pipeline_max];
+	struct pending *p = q_at(c, c->qlen);
 	memset(p, 0, sizeof(*p));
 	c->qlen++;
+	if (ct->ident) {
+		struct identity id;
+		identity__extract(ct->ident, h->headers, h->num_headers, &id);
+		if (id.scheme != AUTH_NONE && (p->id = malloc(sizeof(*p->id))))
+			*p->id = id;
+	}
 	p->ts_first = ts;
 	p->ts_last = ts;
 	size_t mlen = h->method.len < TXN_METHOD_MAX - 1 ? h->method.len : TXN_METHOD_MAX - 1;
@@ -239,7 +318,7 @@ static void req_on_complete(void *ctx, const struct http1_msg_end *end)
 
 	/* The newest request not yet complete (its response may already be out). */
 	for (unsigned i = c->qlen; i-- > 0;) {
-		struct pending *x = &c->q[(c->qhead + i) % c->ct->lim.pipeline_max];
+		struct pending *x = q_at(c, i);
 		if (!x->complete)
 			p = x;
 		else
@@ -389,7 +468,6 @@ static struct conn *conn_create(struct conn_table *ct, uint32_t pid, int32_t fd,
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return NULL;
-	c->q = calloc(ct->lim.pipeline_max, sizeof(*c->q));
 	c->req = http1_stream__new(HTTP1_REQUEST, ct->lim.head_cap, &req_cb, c);
 	c->resp = http1_stream__new(HTTP1_RESPONSE, ct->lim.head_cap, &resp_cb, c);
 	HASH_FIND(hh, ct->by_pid, &pid, sizeof(pid), pc);
@@ -400,10 +478,9 @@ static struct conn *conn_create(struct conn_table *ct, uint32_t pid, int32_t fd,
 			HASH_ADD(hh, ct->by_pid, pid, sizeof(pc->pid), pc);
 		}
 	}
-	if (!c->q || !c->req || !c->resp || !pc) {
+	if (!c->req || !c->resp || !pc) {
 		http1_stream__free(c->req);
 		http1_stream__free(c->resp);
-		free(c->q);
 		free(c);
 		return NULL;
 	}
@@ -566,7 +643,7 @@ void conn_table__free(struct conn_table *ct)
 	HASH_ITER(hh, ct->by_key, c, tmp) {
 		HASH_DEL(ct->by_key, c);
 		for (unsigned i = 0; i < c->qlen; i++)
-			free(c->q[(c->qhead + i) % ct->lim.pipeline_max].target);
+			pending_free(q_at(c, i));
 		http1_stream__free(c->req);
 		http1_stream__free(c->resp);
 		free(c->q);

@@ -53,6 +53,11 @@ struct conn_table *conn_table__new(const struct conn_limits *lim, conn_txn_fn fn
  * that it is announced again (with its addresses) if it ever speaks. */
 typedef void (*conn_evict_fn)(void *ctx, uint32_t pid, int32_t fd);
 void conn_table__on_evict(struct conn_table *ct, conn_evict_fn fn, void *ctx);
+struct identity_ctx;
+struct resource_ctx;
+/* Who called (from each request's headers) and which patient (from its
+ * target) go on every transaction. Both borrowed; NULL disables. */
+void conn_table__enrich(struct conn_table *ct, struct identity_ctx *ic, const struct resource_ctx *rc);
 void conn_table__free(struct conn_table *ct);  /* closes nothing: call close_all first */
 
 void conn_table__open(struct conn_table *ct, const struct pw_conn *c);

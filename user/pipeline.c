@@ -17,6 +17,8 @@ struct proc {
 struct pipeline {
 	struct pipeline_opts o;
 	struct conn_table *ct;
+	struct identity_ctx *ident;
+	struct resource_ctx *res;
 	struct proc *procs;
 	uint64_t seq;
 	uint64_t last_expire;
@@ -113,6 +115,21 @@ struct pipeline *pipeline__new(const struct pipeline_opts *o)
 	}
 	if (o->on_evict)
 		conn_table__on_evict(p->ct, o->on_evict, o->evict_ctx);
+	struct identity_opts io;
+	struct resource_opts ro;
+	char err[256];
+	if (!o->identity)
+		identity_opts_default(&io);
+	if (!o->resource)
+		resource_opts_default(&ro);
+	p->ident = identity__new(o->identity ? o->identity : &io);
+	p->res = resource__new(o->resource ? o->resource : &ro, err, sizeof(err));
+	if (!p->ident || !p->res) {
+		pipeline__free(p);
+		errno = EINVAL;
+		return NULL;
+	}
+	conn_table__enrich(p->ct, p->ident, p->res);
 	return p;
 }
 
@@ -123,6 +140,8 @@ void pipeline__free(struct pipeline *p)
 	if (!p)
 		return;
 	conn_table__free(p->ct);
+	identity__free(p->ident);
+	resource__free(p->res);
 	HASH_ITER(hh, p->procs, pr, tmp) {
 		HASH_DEL(p->procs, pr);
 		free(pr);
@@ -242,4 +261,5 @@ void pipeline__stats(const struct pipeline *p, struct pipeline_stats *out)
 {
 	*out = p->st;
 	conn_table__stats(p->ct, &out->conn);
+	identity__stats(p->ident, &out->identity);
 }

@@ -9,6 +9,8 @@
 #include <stdint.h>
 
 #include "conn.h"
+#include "identity.h"
+#include "resource.h"
 #include "txn.h"
 
 /* t is complete (realtime timestamps, sequence, process) and valid only
@@ -22,6 +24,8 @@ struct pipeline_opts {
 	void *ctx;
 	conn_evict_fn on_evict;       /* optional: a connection was dropped while maybe open */
 	void *evict_ctx;
+	const struct identity_opts *identity;  /* NULL: defaults */
+	const struct resource_opts *resource;  /* NULL: defaults */
 };
 
 struct pipeline_stats {
@@ -36,6 +40,7 @@ struct pipeline_stats {
 	uint64_t kernel_drops_total;
 	uint64_t procs_live;
 	struct conn_stats conn;
+	struct identity_stats identity;
 };
 
 struct pipeline;
@@ -43,6 +48,7 @@ struct pipeline;
 /* Defaults shared by run and replay (so a replay reproduces a run). */
 void pipeline_default_limits(struct conn_limits *l);
 
+/* NULL with errno (and a message in err for a bad resource template). */
 struct pipeline *pipeline__new(const struct pipeline_opts *o);
 /* Feeds one record (a kernel event or a userspace PW_EV_PROC/DROPS record).
  * Returns 0, or -EINVAL when the record is malformed (counted, skipped). */

@@ -102,6 +102,20 @@ void txn_to_json(const struct txn *t, struct jbuf *b)
 	json_obj_open(b, "phiwatch");
 	json_cstr(b, "role", role_name(t->role));
 	json_cstr(b, "auth", t->auth ? t->auth : "none");
+	if (t->resource_type || t->n_resource_ids) {
+		json_obj_open(b, "resource");
+		if (t->resource_type)
+			json_cstr(b, "type", t->resource_type);
+		if (t->n_resource_ids)
+			json_cstr(b, "id", t->resource_ids[0]);
+		if (t->n_resource_ids > 1) {
+			json_arr_open(b, "ids");
+			for (size_t i = 0; i < t->n_resource_ids; i++)
+				json_cstr(b, NULL, t->resource_ids[i]);
+			json_arr_close(b);
+		}
+		json_obj_close(b);
+	}
 	json_bool(b, "truncated", t->truncated);
 	json_obj_close(b);
 	json_obj_close(b);

@@ -46,6 +46,7 @@ struct txn {
 	const char *resource_type;                 /* NULL when none, e.g. "Patient" */
 	const char *resource_ids[TXN_MAX_IDS];     /* patient ids touched */
 	size_t n_resource_ids;
+	bool is_export;                            /* FHIR $export, an export route, _count >= 1000 */
 	/* response body findings (ssn.c) */
 	uint32_t ssn_count;       /* SSN-like values in the captured response body */
 	uint64_t ssn_first_offset;/* body offset of the first one */
