@@ -80,7 +80,7 @@ $(VMLINUX): | $(BUILD)
 
 $(BPF_OBJ): $(BPF_DEPS) $(VMLINUX) | $(BUILD)
 	$(call msg,BPF,$@)
-	$(Q)$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
+	$(Q)$(CLANG) -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
 		-Wno-gnu-variable-sized-type-not-at-end -Wno-missing-field-initializers \
 		-I$(BUILD) -Iinclude -Ibpf -c $(BPF_SRC) -o $@
 

@@ -119,6 +119,8 @@ enum sock_class {
 struct sock_state {
 	__u64 sk;        /* struct sock *, valid while the fd is open */
 	__u64 ssl;       /* last SSL* linked to this fd, to evict on close */
+	__u64 off[2];    /* bytes moved per direction (see pw_data.offset) */
+	__u32 seq[2];    /* data events per direction */
 	__u8 cls;        /* enum sock_class */
 	__u8 role;       /* enum pw_role */
 	__u8 announced;  /* PW_EV_CONN sent */
@@ -226,8 +228,8 @@ static __always_inline void sock_announce(struct sock_state *ss, int fd, __u64 i
 
 	if (ss->announced)
 		return;
-	ss->announced = 1;
 	fill_hdr(&c.h, PW_EV_CONN, sizeof(c), id);
+	c.sk = ss->sk;
 	c.fd = fd;
 	c.role = ss->role;
 	c.family = BPF_CORE_READ(sk, __sk_common.skc_family);
@@ -241,8 +243,11 @@ static __always_inline void sock_announce(struct sock_state *ss, int fd, __u64 i
 		BPF_CORE_READ_INTO(&c.raddr, sk, __sk_common.skc_v6_daddr);
 	}
 	bpf_get_current_comm(c.comm, sizeof(c.comm));
+	/* Not announced until it got through: the next call tries again. */
 	if (bpf_ringbuf_output(&events, &c, sizeof(c), rb_flags()))
 		drop_count(PW_DROP_RINGBUF_META);
+	else
+		ss->announced = 1;
 }
 
 static __always_inline struct scratch *scratch_get(void)
@@ -262,6 +267,7 @@ static __always_inline struct scratch *data_begin(int fd, __u8 dir, __u8 flags, 
 	s->e.dir = dir;
 	s->e.flags = flags;
 	s->e._pad = 0;
+	s->e._pad2 = 0;
 	s->e.total_len = total;
 	s->e.cap_len = 0;
 	s->e.ssl = ssl;
@@ -302,9 +308,17 @@ static __always_inline __u64 data_append(struct scratch *s, const void *ubuf, __
  * metadata that says who, which connection and how many bytes still fits. */
 const volatile __u64 shed_payload_bytes = 12 * 1024 * 1024;
 
-static __always_inline void data_send(struct scratch *s)
+/* Sends the event, numbered in its socket's byte and event sequence. The
+ * sequence advances whether or not the event gets through, so userspace
+ * sees every loss as an exact gap. */
+static __always_inline void data_send(struct scratch *s, struct sock_state *ss)
 {
 	__u64 n = s->e.cap_len;
+	__u32 d = s->e.dir & 1;
+
+	s->e.sk = ss->sk;
+	s->e.offset = __sync_fetch_and_add(&ss->off[d], (__u64)s->e.total_len);
+	s->e.seq = __sync_fetch_and_add(&ss->seq[d], 1);
 
 	if (n && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= shed_payload_bytes) {
 		drop_count(PW_DROP_PAYLOAD_SHED);

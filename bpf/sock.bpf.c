@@ -169,7 +169,7 @@ static __always_inline void data_exit(long ret, const __u8 kind)
 			return;
 	}
 	sock_announce(ss, a.fd, id);
-	data_send(s);
+	data_send(s, ss);
 }
 
 #define DATA_TP(name, kind, dir)                                            \

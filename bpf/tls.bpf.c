@@ -124,7 +124,7 @@ static __always_inline void ssl_exit(long moved, bool ex, long ret)
 	if (!s)
 		return;
 	data_append(s, (void *)c.buf, moved);
-	data_send(s);
+	data_send(s, ss);
 }
 
 SEC("uprobe")

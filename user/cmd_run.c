@@ -78,12 +78,15 @@ void cmd_print_stats(const struct pipeline_stats *ps, uint64_t ring_events, uint
 	json_u64(&b, "uncaptured_bytes", ps->conn.gap_bytes);
 	json_u64(&b, "requests_lost", ps->conn.requests_lost);
 	json_u64(&b, "responses_lost", ps->conn.responses_lost);
+	json_u64(&b, "lost_events", ps->conn.lost_events);
+	json_u64(&b, "lost_bytes", ps->conn.lost_bytes);
 	json_obj_close(&b);
 	json_obj_open(&b, "conns");
 	json_u64(&b, "opened", ps->conn.conns_opened);
 	json_u64(&b, "live", ps->conn.conns_live);
 	json_u64(&b, "evicted_lru", ps->conn.conns_evicted_lru);
 	json_u64(&b, "evicted_idle", ps->conn.conns_evicted_idle);
+	json_u64(&b, "replaced", ps->conn.conns_replaced);
 	json_obj_close(&b);
 	json_obj_close(&b);
 	fprintf(stderr, "phiwatch: stats %s\n", b.p ? b.p : "{}");

@@ -36,10 +36,16 @@ struct conn {
 	char lip[TXN_IP_MAX], rip[TXN_IP_MAX];
 	uint16_t lport, rport;
 	int req_dir;                  /* PW_DIR_* carrying requests, -1 until known */
+	uint64_t sk;                  /* the kernel's socket cookie, 0 until seen */
+	uint64_t next_off[2];         /* expected pw_data.offset per direction: the kernel
+				       * counts from 0 when it starts following a socket */
+	uint32_t next_seq[2];
 	struct http1_stream *req, *resp;
 	struct pending *q;            /* ring of qcap (grows to pipeline_max) */
 	unsigned qhead, qlen, qcap;
 	/* response being parsed */
+	bool resp_desync;             /* responses may have been lost: pair by time */
+	uint64_t resp_ts;             /* first byte of the response being parsed */
 	int resp_status;
 	int resp_minor;
 	bool resp_interim;
@@ -337,7 +343,7 @@ static int resp_on_head(void *ctx, const struct http1_head *h, uint64_t ts)
 	struct conn *c = ctx;
 	struct pending *p = q_front(c);
 
-	(void)ts;
+	c->resp_ts = ts;
 	if (!p) {
 		/* Answered before the request head was complete (e.g. a 400 for a
 		 * malformed header): take the request as far as it got. */
@@ -369,6 +375,22 @@ static void resp_on_complete(void *ctx, const struct http1_msg_end *end)
 	ct->st.responses++;
 	bytes += c->resp_interim_bytes;
 	c->resp_interim_bytes = 0;
+	if (p && c->resp_desync) {
+		/* Responses were lost: this one answers the latest request that
+		 * had begun before it; older ones are reported unanswered. */
+		unsigned keep = 0;
+		for (unsigned i = 0; i < c->qlen; i++)
+			if (q_at(c, i)->ts_first <= c->resp_ts)
+				keep = i;
+		while (keep--) {
+			struct pending *old = q_front(c);
+			ct->st.unanswered_requests++;
+			emit(c, old, old->ts_last, 0, 0, true);
+			q_pop(c);
+		}
+		p = q_front(c);
+		c->resp_desync = false;
+	}
 	if (!p) {
 		ct->st.orphan_responses++;
 		return;
@@ -518,10 +540,10 @@ void conn_table__open(struct conn_table *ct, const struct pw_conn *e)
 	format_addr(lip, e->family, e->laddr);
 	format_addr(rip, e->family, e->raddr);
 	/* The kernel re-announces a live socket whose state it had to evict:
-	 * the same 4-tuple is the same connection. Anything else on this fd
-	 * means the old socket's close was missed. */
-	if (c && c->addrs_known &&
-	    !(c->lport == e->lport && c->rport == e->rport && !strcmp(c->lip, lip) && !strcmp(c->rip, rip))) {
+	 * the same socket is the same connection. Another socket on this fd
+	 * means the old one's close was missed. */
+	if (c && c->sk && e->sk && c->sk != e->sk) {
+		ct->st.conns_replaced++;
 		conn_destroy(ct, c, e->h.ts_ns);
 		c = NULL;
 	}
@@ -529,6 +551,7 @@ void conn_table__open(struct conn_table *ct, const struct pw_conn *e)
 		c = conn_create(ct, e->h.pid, e->fd, e->h.ts_ns);
 	if (!c)
 		return;
+	c->sk = e->sk;
 	memcpy(c->lip, lip, sizeof(lip));
 	memcpy(c->rip, rip, sizeof(rip));
 	c->lport = e->lport;
@@ -548,11 +571,19 @@ void conn_table__data(struct conn_table *ct, const struct pw_data *d)
 {
 	struct conn *c = conn_find(ct, d->h.pid, d->fd);
 
+	if (c && c->sk && d->sk && c->sk != d->sk) {
+		/* The fd now names another socket and both the old one's close
+		 * and the new one's announcement were lost. */
+		ct->st.conns_replaced++;
+		conn_destroy(ct, c, d->h.ts_ns);
+		c = NULL;
+	}
 	if (!c) {
 		/* Its PW_EV_CONN was lost (counted by the kernel): follow it anyway. */
 		c = conn_create(ct, d->h.pid, d->fd, d->h.ts_ns);
 		if (!c)
 			return;
+		c->sk = d->sk;
 	}
 	touch(ct, c, d->h.ts_ns);
 	if (d->flags & PW_F_TLS)
@@ -567,14 +598,33 @@ void conn_table__data(struct conn_table *ct, const struct pw_data *d)
 		c->role = c->req_dir == PW_DIR_INGRESS ? PW_ROLE_SERVER : PW_ROLE_CLIENT;
 	}
 	struct http1_stream *s = d->dir == c->req_dir ? c->req : c->resp;
+	unsigned dir = d->dir & 1;
+	/* Events the kernel could not deliver: their bytes are an exact gap. */
+	if (d->offset > c->next_off[dir]) {
+		uint64_t lost = d->offset - c->next_off[dir];
+		uint32_t nlost = d->seq - c->next_seq[dir];
+		ct->st.lost_bytes += lost;
+		ct->st.lost_events += nlost;
+		if (s == c->req) {
+			ct->st.requests_lost += nlost;
+		} else {
+			ct->st.responses_lost += nlost;
+			c->resp_desync = true;
+		}
+		http1_stream__feed(s, NULL, 0, lost, d->h.ts_ns);
+	}
+	c->next_off[dir] = d->offset + d->total_len;
+	c->next_seq[dir] = d->seq + 1;
 	/* A call whose payload the kernel had to drop (ring full) where a new
 	 * message would start: most likely one whole request or response,
 	 * counted so that lost calls are accounted for. */
 	if (d->cap_len == 0 && d->total_len > 0 && http1_stream__at_boundary(s)) {
-		if (s == c->req)
+		if (s == c->req) {
 			ct->st.requests_lost++;
-		else
+		} else {
 			ct->st.responses_lost++;
+			c->resp_desync = true;
+		}
 	}
 	http1_stream__feed(s, (const char *)d->data, d->cap_len, d->total_len, d->h.ts_ns);
 }

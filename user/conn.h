@@ -37,8 +37,11 @@ struct conn_stats {
 	uint64_t resyncs;
 	uint64_t head_overflows;
 	uint64_t gap_bytes;            /* bytes moved but not captured (capture limit) */
-	uint64_t requests_lost;        /* request-side calls whose payload was dropped between messages */
+	uint64_t requests_lost;        /* request-side calls lost whole or whose payload was shed between messages */
 	uint64_t responses_lost;       /* the same on the response side */
+	uint64_t lost_events;          /* data events the kernel could not deliver, from the sequence gaps */
+	uint64_t lost_bytes;           /* their bytes: fed to the parsers as gaps */
+	uint64_t conns_replaced;       /* an fd found naming a new socket without its close seen */
 	uint64_t buffered_bytes;       /* held in head buffers now */
 };
 

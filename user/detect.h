@@ -207,6 +207,7 @@ enum detect_export_kind {
 	DETECT_EXPORT_ATTACHMENT,      /* Binary/<id>, $binary-access-read, .../attachment(s) */
 	DETECT_EXPORT_LARGE_PAGE,      /* _count (count, limit, _limit, page_size, per_page) >= page_size */
 	DETECT_EXPORT_LARGE_RESPONSE,  /* response bytes >= large_response_bytes */
+	DETECT_EXPORT_FLAGGED,         /* none of the above, but txn->is_export (resource.c) */
 };
 enum detect_export_kind detect_export_classify(const struct detect_opts *o, const char *path,
 					       size_t path_len, const char *query,

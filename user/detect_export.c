@@ -36,6 +36,7 @@ const char *detect_export_kind_name(enum detect_export_kind k)
 	case DETECT_EXPORT_ATTACHMENT: return "attachment";
 	case DETECT_EXPORT_LARGE_PAGE: return "large_page";
 	case DETECT_EXPORT_LARGE_RESPONSE: return "large_response";
+	case DETECT_EXPORT_FLAGGED: return "resource_export";
 	default: return "none";
 	}
 }
@@ -220,6 +221,9 @@ static void export_on_txn(struct detector *det, const struct detect_txn *x)
 		return;
 	kind = detect_export_classify(o, x->path, x->path_len, x->has_query ? x->query : NULL,
 				      x->query_len, t->resp_bytes);
+	/* resource.c's own verdict counts too (its _count bound is fixed at 1000) */
+	if (kind == DETECT_EXPORT_NONE && t->is_export)
+		kind = DETECT_EXPORT_FLAGGED;
 	if (kind == DETECT_EXPORT_NONE)
 		return;
 	ps = detect_pstate(det, x->p);

@@ -82,6 +82,11 @@ struct pw_data {
 	__u32 total_len;     /* bytes the call really moved */
 	__u32 cap_len;       /* bytes copied into data[] (<= total_len, <= CAPTURE_BYTES) */
 	__u64 ssl;           /* SSL* for TLS events, 0 otherwise */
+	__u64 sk;            /* socket cookie: tells a reused fd's new socket from the old one */
+	__u64 offset;        /* bytes this socket moved in this direction before this call,
+	                      * counted even for events that were lost: a jump is an exact gap */
+	__u32 seq;           /* data events this socket had in this direction before this one */
+	__u32 _pad2;
 	char comm[PHIWATCH_COMM_LEN];
 	__u8 data[];         /* cap_len bytes */
 };
@@ -95,6 +100,7 @@ struct pw_conn {
 	__u16 rport;         /* remote port, host order */
 	__u16 _pad;
 	__u32 _pad2;
+	__u64 sk;            /* socket cookie, as in pw_data */
 	__u8 laddr[16];      /* IPv4 in the first 4 bytes */
 	__u8 raddr[16];
 	char comm[PHIWATCH_COMM_LEN];
@@ -137,8 +143,8 @@ struct pw_drops_rec {
 };
 
 _Static_assert(sizeof(struct pw_hdr) == 24, "pw_hdr layout");
-_Static_assert(sizeof(struct pw_data) == 64, "pw_data layout");
-_Static_assert(sizeof(struct pw_conn) == 88, "pw_conn layout");
+_Static_assert(sizeof(struct pw_data) == 88, "pw_data layout");
+_Static_assert(sizeof(struct pw_conn) == 96, "pw_conn layout");
 _Static_assert(sizeof(struct pw_close) == 32, "pw_close layout");
 _Static_assert(sizeof(struct pw_proc_ev) == 40, "pw_proc_ev layout");
 _Static_assert(sizeof(struct pw_exec) == 296, "pw_exec layout");

@@ -55,8 +55,15 @@ static void on_txn(void *ctx, const struct txn *t)
 	x->seq = t->sequence;
 }
 
+/* Per (fd, dir) byte and event counters, as the kernel keeps them. */
+static uint64_t k_off[64][2];
+static uint64_t sk_override;
+static uint32_t k_seq[64][2];
+
 static struct pipeline *mk(struct got *g)
 {
+	memset(k_off, 0, sizeof(k_off));
+	memset(k_seq, 0, sizeof(k_seq));
 	struct pipeline_opts o = { .realtime_offset_ns = 1000, .on_txn = on_txn, .ctx = g };
 	pipeline_default_limits(&o.limits);
 	memset(g, 0, sizeof(*g));
@@ -77,6 +84,7 @@ static void conn_ev(struct pipeline *p, uint32_t pid, int fd, uint8_t role)
 	c.fd = fd;
 	c.role = role;
 	c.family = 2;
+	c.sk = 0x1000 + (uint64_t)fd;
 	c.lport = role == PW_ROLE_CLIENT ? 40000 : 8080;
 	c.rport = role == PW_ROLE_CLIENT ? 8080 : 40000;
 	uint8_t lo[4] = { 127, 0, 0, 1 }, other[4] = { 10, 1, 2, 3 };
@@ -84,6 +92,14 @@ static void conn_ev(struct pipeline *p, uint32_t pid, int fd, uint8_t role)
 	memcpy(c.raddr, other, 4);
 	memcpy(c.comm, "srv", 3);
 	assert_int_equal(pipeline__feed(p, &c, sizeof(c)), 0);
+}
+
+
+/* The kernel numbered this call but could not deliver it. */
+static void lost_ev(int fd, uint8_t dir, uint32_t total)
+{
+	k_off[fd][dir] += total;
+	k_seq[fd][dir]++;
 }
 
 static void data_ev(struct pipeline *p, uint32_t pid, int fd, uint8_t dir, const char *s, size_t cap, uint32_t total,
@@ -100,6 +116,11 @@ static void data_ev(struct pipeline *p, uint32_t pid, int fd, uint8_t dir, const
 	d->flags = flags;
 	d->total_len = total;
 	d->cap_len = (uint32_t)cap;
+	d->sk = sk_override ? sk_override : 0x1000 + (uint64_t)fd;
+	d->offset = k_off[fd][dir];
+	d->seq = k_seq[fd][dir];
+	k_off[fd][dir] += total;
+	k_seq[fd][dir]++;
 	memcpy(d->comm, "srv", 3);
 	memcpy(d->data, s, cap);
 	assert_int_equal(pipeline__feed(p, d, len), 0);
@@ -327,6 +348,7 @@ static void test_fd_reuse(void **state)
 	c.h.pid = 10;
 	c.h.ts_ns = now_ts++;
 	c.fd = 5;
+	c.sk = 0x9999; /* another socket on the same fd */
 	c.role = PW_ROLE_SERVER;
 	c.family = 2;
 	c.lport = 8080;
@@ -334,10 +356,49 @@ static void test_fd_reuse(void **state)
 	assert_int_equal(pipeline__feed(p, &c, sizeof(c)), 0);
 	assert_int_equal(g.n, 1); /* the unanswered request of the old socket */
 	assert_int_equal(g.t[0].status, 0);
+	memset(k_off, 0, sizeof(k_off));
+	memset(k_seq, 0, sizeof(k_seq));
+	sk_override = 0x9999;
 	data_s(p, 10, 5, PW_DIR_INGRESS, REQ1);
 	data_s(p, 10, 5, PW_DIR_EGRESS, RESP1);
 	assert_int_equal(g.n, 2);
 	assert_int_equal(g.t[1].sport, 40001);
+	sk_override = 0;
+	pipeline__free(p);
+}
+
+/* Lost events are exact gaps: a lost response never pairs the next
+ * response with the wrong request. */
+static void test_lost_events_are_gaps(void **state)
+{
+	(void)state;
+	struct got g;
+	struct pipeline *p = mk(&g);
+	conn_ev(p, 10, 5, PW_ROLE_SERVER);
+	data_s(p, 10, 5, PW_DIR_INGRESS, REQ1);
+	lost_ev(5, PW_DIR_EGRESS, (uint32_t)strlen(RESP1));     /* its response lost */
+	data_s(p, 10, 5, PW_DIR_INGRESS, REQ2);
+	data_s(p, 10, 5, PW_DIR_EGRESS, RESP2);
+	lost_ev(5, PW_DIR_INGRESS, (uint32_t)strlen(REQ1));     /* a request lost */
+	lost_ev(5, PW_DIR_EGRESS, (uint32_t)strlen(RESP1));     /* and its response */
+	data_s(p, 10, 5, PW_DIR_INGRESS, REQ2);
+	data_s(p, 10, 5, PW_DIR_EGRESS, RESP2);
+	pipeline__finish(p);
+	/* GET answered by a lost response: reported without a status, never as 201 */
+	bool saw_post = false;
+	for (size_t i = 0; i < g.n; i++) {
+		if (!strcmp(g.t[i].method, "GET"))
+			assert_int_not_equal(g.t[i].status, 201);
+		if (!strcmp(g.t[i].method, "POST") && g.t[i].status == 201)
+			saw_post = true;
+	}
+	assert_true(saw_post);
+	struct pipeline_stats st;
+	pipeline__stats(p, &st);
+	assert_int_equal(st.conn.lost_events, 3);
+	assert_int_equal(st.conn.lost_bytes, strlen(RESP1) * 2 + strlen(REQ1));
+	assert_int_equal(st.conn.requests_lost, 1);
+	assert_int_equal(st.conn.responses_lost, 2);
 	pipeline__free(p);
 }
 
@@ -353,6 +414,7 @@ int main(void)
 		cmocka_unit_test(test_proc_identity),
 		cmocka_unit_test(test_bad_records_counted),
 		cmocka_unit_test(test_fd_reuse),
+		cmocka_unit_test(test_lost_events_are_gaps),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
