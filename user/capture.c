@@ -369,8 +369,15 @@ int capture__poll(struct capture *c)
 	uint64_t now = capture_now_ms();
 	tls_tick(c, now);
 	if (now - c->last_tick_ms >= 1000) {
+		struct pw_hdr tick = { .type = PW_EV_TICK, .size = sizeof(tick) };
+		struct timespec ts;
 		c->last_tick_ms = now;
 		check_drops(c);
+		/* Time passes for the pipeline even with no traffic (alert
+		 * windows end), and the same way in a replay. */
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		tick.ts_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+		c->fn(c->ctx, &tick, sizeof(tick));
 	}
 	return 0;
 }

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <uthash.h>
 
@@ -329,6 +330,17 @@ void tls_on_tls_seen(struct capture *c, uint32_t pid, int fd)
 	log_warn("TLS not instrumented: pid %u (%s) speaks TLS on fd %d but maps no OpenSSL phiwatch can hook "
 		 "(e.g. Go crypto/tls, rustls, GnuTLS, BoringSSL); its calls are not visible",
 		 pid, comm, fd);
+	/* Into the record stream, so the alert is raised (and replayed). */
+	struct pw_tls r = { 0 };
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	r.h.type = PW_EV_NOTLS;
+	r.h.size = sizeof(r);
+	r.h.pid = pid;
+	r.h.tid = pid;
+	r.h.ts_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	r.fd = fd;
+	c->fn(c->ctx, &r, sizeof(r));
 }
 
 void tls_tick(struct capture *c, uint64_t now_ms)

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cmd.h"
@@ -10,16 +11,84 @@
 #include "log.h"
 #include "record.h"
 #include "sink_jsonl.h"
+#include "txn_read.h"
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: phiwatch replay [--config FILE] [--events FILE|-] [--stats] CAPTURE\n"
+	fprintf(f, "usage: phiwatch replay [--config FILE] [--events FILE|-] [--alerts FILE] [--stats] INPUT\n"
 		   "\n"
-		   "Feed a capture saved by `phiwatch run --record` through the same pipeline\n"
-		   "and print the same transactions (JSON lines). No root or BPF needed.\n"
+		   "INPUT is a capture saved by `phiwatch run --record`: it goes through the same\n"
+		   "pipeline and prints the same transactions (JSON lines). Or INPUT is a\n"
+		   "transactions JSONL (what `run --events` writes): the detectors run on the\n"
+		   "lines' own timestamps and the alerts are printed. No root or BPF needed.\n"
 		   "  --config FILE   configuration (default " PHIWATCH_DEFAULT_CONFIG ", optional)\n"
-		   "  --events FILE   write to FILE instead of stdout\n"
+		   "  --events FILE   write transactions to FILE instead of stdout\n"
+		   "  --alerts FILE   write alerts (JSON lines) to FILE; for a JSONL INPUT, default stdout\n"
 		   "  --stats         print the counters line on stderr at the end\n");
+}
+
+/* A transactions JSONL: detection only, on the lines' own timestamps.
+ * Alerts go to --alerts FILE, or stdout. */
+static int replay_jsonl(FILE *f, const char *path, const struct config *cfg, const char *alerts, bool stats)
+{
+	static struct sink_jsonl out;
+	static struct txn_owned to;
+	char err[256], *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	uint64_t lineno = 0, bad = 0;
+	int rc = 0;
+
+	int e = sink_jsonl_open(&out, alerts, false);
+	if (e) {
+		fprintf(stderr, "phiwatch: %s: %s\n", alerts, strerror(-e));
+		fclose(f);
+		return 2;
+	}
+	struct pipeline_opts po = { .on_alert = sink_jsonl_alert, .alert_ctx = &out, .identity = &cfg->identity,
+				    .resource = &cfg->resource, .detect = &cfg->detect };
+	po.limits = cfg->limits;
+	struct pipeline *pl = pipeline__new(&po);
+	struct resource_ctx *rc_res = resource__new(&cfg->resource, err, sizeof(err));
+	if (!pl || !rc_res) {
+		fprintf(stderr, "phiwatch: cannot start the pipeline\n");
+		pipeline__free(pl);
+		resource__free(rc_res);
+		fclose(f);
+		sink_jsonl_close(&out);
+		return 1;
+	}
+	while ((n = getline(&line, &cap, f)) > 0) {
+		lineno++;
+		while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+			n--;
+		if (n == 0)
+			continue;
+		if (txn_read_json(line, (size_t)n, rc_res, &to, err, sizeof(err)) != 0) {
+			if (!bad++)
+				log_warn("%s:%llu: %s (skipped; further bad lines are counted)", path,
+					 (unsigned long long)lineno, err);
+			continue;
+		}
+		pipeline__detect_txn(pl, &to.t);
+	}
+	free(line);
+	fclose(f);
+	pipeline__finish(pl);
+	if (bad) {
+		log_warn("%s: %llu of %llu lines skipped as malformed", path, (unsigned long long)bad,
+			 (unsigned long long)lineno);
+		rc = 1;
+	}
+	struct pipeline_stats ps;
+	pipeline__stats(pl, &ps);
+	if (stats)
+		cmd_print_stats(&ps, 0, 0, out.lines, out.write_errors);
+	pipeline__free(pl);
+	resource__free(rc_res);
+	if (sink_jsonl_close(&out) != 0)
+		rc = 1;
+	return rc;
 }
 
 int cmd_replay(int argc, char **argv)
@@ -28,10 +97,11 @@ int cmd_replay(int argc, char **argv)
 		{ "events", required_argument, NULL, 'e' },
 		{ "stats", no_argument, NULL, 's' },
 		{ "config", required_argument, NULL, 'c' },
+		{ "alerts", required_argument, NULL, 'a' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	const char *events = NULL, *config_path = NULL;
+	const char *events = NULL, *config_path = NULL, *alerts = NULL;
 	bool stats = false;
 	int ch;
 
@@ -41,6 +111,7 @@ int cmd_replay(int argc, char **argv)
 		case 'e': events = optarg; break;
 		case 's': stats = true; break;
 		case 'c': config_path = optarg; break;
+		case 'a': alerts = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -66,12 +137,25 @@ int cmd_replay(int argc, char **argv)
 		fprintf(stderr, "phiwatch: %s: %s\n", path, strerror(errno));
 		return 2;
 	}
+	int first = fgetc(f);
+	ungetc(first, f);
+	if (first == '{')
+		return replay_jsonl(f, path, &cfg, alerts, stats);
 	static struct record_reader rr;
 	char err[160];
 	if (record_reader_open(&rr, f, err, sizeof(err)) != 0) {
 		fprintf(stderr, "phiwatch: %s: %s\n", path, err);
 		fclose(f);
 		return 2;
+	}
+	static struct sink_jsonl alert_sink;
+	if (alerts) {
+		int e = sink_jsonl_open(&alert_sink, alerts, false);
+		if (e) {
+			fprintf(stderr, "phiwatch: %s: %s\n", alerts, strerror(-e));
+			fclose(f);
+			return 2;
+		}
 	}
 	struct sink_jsonl sink;
 	int e = sink_jsonl_open(&sink, events, false);
@@ -85,6 +169,11 @@ int cmd_replay(int argc, char **argv)
 	po.limits = cfg.limits;
 	po.identity = &cfg.identity;
 	po.resource = &cfg.resource;
+	po.detect = &cfg.detect;
+	if (alerts) {
+		po.on_alert = sink_jsonl_alert;
+		po.alert_ctx = &alert_sink;
+	}
 	struct pipeline *pl = pipeline__new(&po);
 	if (!pl) {
 		fprintf(stderr, "phiwatch: out of memory\n");
@@ -115,5 +204,7 @@ int cmd_replay(int argc, char **argv)
 	if (stats)
 		cmd_print_stats(&ps, 0, 0, sink.lines, sink.write_errors);
 	pipeline__free(pl);
+	if (alerts && sink_jsonl_close(&alert_sink) != 0)
+		rc = 1;
 	return rc;
 }

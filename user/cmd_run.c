@@ -16,6 +16,7 @@
 #include "state.h"
 #include "record.h"
 #include "sink_jsonl.h"
+#include "sink_syslog.h"
 
 static volatile sig_atomic_t stop;
 
@@ -29,7 +30,29 @@ struct run_ctx {
 	struct pipeline *pl;
 	FILE *rec;
 	uint64_t rec_errors;
+	struct sink_jsonl *alerts;    /* NULL: no alerts file */
+	struct sink_syslog *syslog;   /* NULL: syslog off */
+	uint64_t alerts_n;
 };
+
+/* Every alert: the alerts file, syslog, and a line on stderr. */
+static void on_alert(void *ctx, const struct alert *a)
+{
+	struct run_ctx *r = ctx;
+
+	r->alerts_n++;
+	if (r->alerts)
+		sink_jsonl_alert(r->alerts, a);
+	if (r->syslog)
+		sink_syslog_alert(r->syslog, a);
+	if (log_level >= LOG_LVL_INFO) {
+		struct jbuf b;
+		jbuf_init(&b);
+		alert_to_syslog_msg(a, &b);
+		log_info("alert: %s", b.p ? b.p : a->rule);
+		jbuf_free(&b);
+	}
+}
 
 static void on_record(void *ctx, const void *rec, size_t len)
 {
@@ -81,6 +104,28 @@ void cmd_print_stats(const struct pipeline_stats *ps, uint64_t ring_events, uint
 	json_u64(&b, "lost_events", ps->conn.lost_events);
 	json_u64(&b, "lost_bytes", ps->conn.lost_bytes);
 	json_obj_close(&b);
+	json_obj_open(&b, "alerts");
+	json_u64(&b, "summaries", ps->detect.summaries);
+	uint64_t alerts_total = 0;
+	for (unsigned i = 0; i < DETECT_RULE__MAX; i++) {
+		if (ps->detect.alerts[i])
+			json_u64(&b, detect_rule_name((enum detect_rule)i), ps->detect.alerts[i]);
+		alerts_total += ps->detect.alerts[i];
+	}
+	json_u64(&b, "total", alerts_total);
+	json_obj_close(&b);
+	json_obj_open(&b, "detect");
+	json_u64(&b, "principals_live", ps->detect.principals_live);
+	json_u64(&b, "principals_evicted", ps->detect.principals_evicted);
+	json_u64(&b, "mem_bytes", ps->detect.mem_bytes);
+	json_obj_close(&b);
+	json_obj_open(&b, "identity");
+	json_u64(&b, "jwt_decoded", ps->identity.jwt_decoded);
+	json_u64(&b, "jwt_cache_hits", ps->identity.jwt_cache_hits);
+	json_u64(&b, "jwt_broken", ps->identity.jwt_broken);
+	json_u64(&b, "basic", ps->identity.basic);
+	json_u64(&b, "apikey", ps->identity.apikey);
+	json_obj_close(&b);
 	json_obj_open(&b, "conns");
 	json_u64(&b, "opened", ps->conn.conns_opened);
 	json_u64(&b, "live", ps->conn.conns_live);
@@ -104,6 +149,7 @@ static void usage(FILE *f)
 		   "  --events FILE   transactions as JSON lines to FILE ('-': stdout). Without it,\n"
 		   "                  stdout gets JSON lines, or a readable line per call on a terminal.\n"
 		   "  --record FILE   also save the raw capture for `phiwatch replay`\n"
+		   "  --alerts FILE   alerts as JSON lines to FILE (they also go to syslog)\n"
 		   "  -v, --verbose   debug logging (libbpf included)\n"
 		   "  --floor         benchmark floor: attach the same hooks with programs that\n"
 		   "                  return at once (captures nothing)\n"
@@ -119,10 +165,11 @@ int cmd_run(int argc, char **argv)
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "floor", no_argument, NULL, 'F' },
 		{ "config", required_argument, NULL, 'c' },
+		{ "alerts", required_argument, NULL, 'a' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	const char *events = NULL, *record = NULL, *config_path = NULL;
+	const char *events = NULL, *record = NULL, *config_path = NULL, *alerts = NULL;
 	bool floor = false;
 	int ch, rc = 1;
 
@@ -134,6 +181,7 @@ int cmd_run(int argc, char **argv)
 		case 'v': log_level = LOG_LVL_DEBUG; break;
 		case 'F': floor = true; break;
 		case 'c': config_path = optarg; break;
+		case 'a': alerts = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -177,6 +225,25 @@ int cmd_run(int argc, char **argv)
 		return 2;
 	}
 	struct run_ctx rctx = { 0 };
+	static struct sink_jsonl alert_sink;
+	if (!alerts && cfg.alerts.file[0])
+		alerts = cfg.alerts.file;
+	if (alerts) {
+		err = sink_jsonl_open(&alert_sink, alerts, false);
+		if (err) {
+			fprintf(stderr, "phiwatch: %s: %s\n", alerts, strerror(-err));
+			sink_jsonl_close(&sink);
+			return 2;
+		}
+		rctx.alerts = &alert_sink;
+	}
+	if (cfg.alerts.syslog) {
+		struct sink_syslog_opts so = { .path = cfg.alerts.syslog_socket, .facility = cfg.alerts.facility_value,
+					       .retry_ms = 1000 };
+		rctx.syslog = sink_syslog__new(&so);
+		if (!rctx.syslog)
+			log_warn("syslog output disabled: %s", strerror(errno));
+	}
 	if (record) {
 		rctx.rec = fopen(record, "we");
 		if (!rctx.rec) {
@@ -206,7 +273,8 @@ int cmd_run(int argc, char **argv)
 
 	struct pipeline_opts po = { .realtime_offset_ns = capture__realtime_offset(cap), .on_txn = sink_jsonl_txn,
 				    .ctx = &sink, .on_evict = capture__forget_socket, .evict_ctx = cap,
-				    .identity = &cfg.identity, .resource = &cfg.resource };
+				    .identity = &cfg.identity, .resource = &cfg.resource, .detect = &cfg.detect,
+				    .on_alert = on_alert, .alert_ctx = &rctx };
 	po.limits = cfg.limits;
 	rctx.pl = pipeline__new(&po);
 	if (!rctx.pl) {
@@ -257,6 +325,9 @@ int cmd_run(int argc, char **argv)
 	capture__close(cap);
 	cmd_print_stats(&ps, cs.ring_events, cs.bad_events, sink.lines, sink.write_errors);
 	pipeline__free(rctx.pl);
+	if (rctx.alerts && sink_jsonl_close(rctx.alerts) != 0)
+		rc = 1;
+	sink_syslog__free(rctx.syslog);
 	return rc;
 
 out_pl:
@@ -267,5 +338,8 @@ out_files:
 	if (rctx.rec)
 		fclose(rctx.rec);
 	sink_jsonl_close(&sink);
+	if (rctx.alerts)
+		sink_jsonl_close(rctx.alerts);
+	sink_syslog__free(rctx.syslog);
 	return 1;
 }

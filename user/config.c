@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "pipeline.h"
+#include "sink_syslog.h"
 
 enum ktype {
 	K_U32,       /* uint32_t, range-checked */
@@ -19,6 +20,8 @@ enum ktype {
 	K_COMMS,     /* array of strings <= 15 bytes into capture.exclude_comms */
 	K_SIZE,      /* size_t, range-checked */
 	K_STRLIST,   /* array of strings: storage at off, pointers at off2, count at off3 */
+	K_DOUBLE,    /* double in [min, max] */
+	K_FACILITY,  /* syslog facility name into char[32] */
 };
 
 struct key {
@@ -58,6 +61,42 @@ static const struct key keys[] = {
 	  OFF(identity.apikey_headers), OFF(identity.napikey), header_token },
 	{ "identity.cache_entries", K_SIZE, OFF(identity.cache_entries), 0, IDENTITY_CACHE_MAX, "decoded-token cache size" },
 	{ "resource.fhir", K_BOOL, OFF(resource.fhir), 0, 0, "recognise FHIR REST paths and search parameters" },
+	{ "detect.max_principals", K_U32, OFF(detect.max_principals), 1, 10000000, "principals tracked (LRU)" },
+	{ "detect.principal_idle_s", K_U32, OFF(detect.principal_idle_s), 1, 604800, "forget idle principals after" },
+	{ "detect.suppress_s", K_U32, OFF(detect.suppress_s), 0, 86400, "alert de-duplication window per (rule, principal)" },
+	{ "detect.max_suppress", K_U32, OFF(detect.max_suppress), 16, 10000000, "open suppression windows" },
+	{ "detect.rate.enabled", K_BOOL, OFF(detect.rate.enabled) },
+	{ "detect.rate.limit", K_U32, OFF(detect.rate.limit), 1, 65534, "requests allowed per window" },
+	{ "detect.rate.window_s", K_U32, OFF(detect.rate.window_s), 1, 604800 },
+	{ "detect.rate.not_enforced.enabled", K_BOOL, OFF(detect.rate.not_enforced) },
+	{ "detect.rate.not_enforced.min", K_U32, OFF(detect.rate.not_enforced_min), 1, 65534 },
+	{ "detect.enumeration.enabled", K_BOOL, OFF(detect.enumeration.enabled) },
+	{ "detect.enumeration.max_patients", K_U32, OFF(detect.enumeration.max_patients), 1, 32766 },
+	{ "detect.enumeration.window_s", K_U32, OFF(detect.enumeration.window_s), 1, 604800 },
+	{ "detect.export.enabled", K_BOOL, OFF(detect.bulk_export.enabled) },
+	{ "detect.export.count", K_U32, OFF(detect.bulk_export.count), 1, 65534 },
+	{ "detect.export.window_s", K_U32, OFF(detect.bulk_export.window_s), 1, 604800 },
+	{ "detect.export.page_size", K_U32, OFF(detect.bulk_export.page_size), 1, 100000000 },
+	{ "detect.export.large_response_bytes", K_U64, OFF(detect.bulk_export.large_response_bytes), 1, UINT64_MAX / 2 },
+	{ "detect.auth_failures.enabled", K_BOOL, OFF(detect.auth_failures.enabled) },
+	{ "detect.auth_failures.count", K_U32, OFF(detect.auth_failures.count), 1, 65534 },
+	{ "detect.auth_failures.window_s", K_U32, OFF(detect.auth_failures.window_s), 1, 604800 },
+	{ "detect.anomaly.enabled", K_BOOL, OFF(detect.anomaly.enabled) },
+	{ "detect.anomaly.factor", K_DOUBLE, OFF(detect.anomaly.factor), 1, 1000 },
+	{ "detect.anomaly.floor_per_min", K_U32, OFF(detect.anomaly.floor_per_min), 1, 1000000 },
+	{ "detect.anomaly.learn_minutes", K_U32, OFF(detect.anomaly.learn_minutes), 1, 100000 },
+	{ "detect.anomaly.alpha", K_DOUBLE, OFF(detect.anomaly.alpha), 0, 1 },
+	{ "detect.basic_auth.enabled", K_BOOL, OFF(detect.hipaa.basic_auth) },
+	{ "detect.plaintext_phi.enabled", K_BOOL, OFF(detect.hipaa.plaintext_phi) },
+	{ "detect.sensitive_data.enabled", K_BOOL, OFF(detect.hipaa.sensitive_data) },
+	{ "detect.token.enabled", K_BOOL, OFF(detect.hipaa.long_lived_token) },
+	{ "detect.token.max_lifetime_s", K_U32, OFF(detect.hipaa.token_max_lifetime_s), 1, 315360000 },
+	{ "detect.token.no_exp", K_BOOL, OFF(detect.hipaa.token_no_exp) },
+	{ "detect.capture_loss.enabled", K_BOOL, OFF(detect.capture_loss.enabled) },
+	{ "alerts.file", K_STR, OFF(alerts.file), 0, 0, "alerts as JSON lines" },
+	{ "alerts.syslog", K_BOOL, OFF(alerts.syslog), 0, 0, "alerts to the local syslog daemon" },
+	{ "alerts.syslog_socket", K_STR, OFF(alerts.syslog_socket), 0, 0, "the syslog daemon's unix socket" },
+	{ "alerts.facility", K_FACILITY, OFF(alerts.facility), 0, 0, "syslog facility (authpriv, auth, daemon, local0..7, ...)" },
 	{ "resource.templates", K_STRLIST, OFF(str.templates), RESOURCE_MAX_TEMPLATES, RESOURCE_TEMPLATE_MAX,
 	  "route templates with {patient}", OFF(resource.templates), OFF(resource.ntemplates), NULL },
 };
@@ -69,6 +108,11 @@ int config_init(struct config *c)
 	c->drop_capabilities = true;
 	identity_opts_default(&c->identity);
 	resource_opts_default(&c->resource);
+	detect_opts_default(&c->detect);
+	c->alerts.syslog = true;
+	snprintf(c->alerts.syslog_socket, sizeof(c->alerts.syslog_socket), "%s", SINK_SYSLOG_PATH);
+	snprintf(c->alerts.facility, sizeof(c->alerts.facility), "authpriv");
+	c->alerts.facility_value = sink_syslog_facility("authpriv");
 	c->capture.ringbuf_mb = 16;
 	c->capture.poll_ms = 10;
 	pipeline_default_limits(&c->limits);
@@ -173,6 +217,19 @@ static int set_key(struct config *c, const struct key *k, const cJSON *v, const 
 		}
 		return 0;
 	}
+	case K_DOUBLE:
+		if (!cJSON_IsNumber(v) || v->valuedouble < (double)k->min || v->valuedouble > (double)k->max)
+			FAIL("must be a number in [%llu, %llu]", (unsigned long long)k->min, (unsigned long long)k->max);
+		*(double *)(base + k->off) = v->valuedouble;
+		return 0;
+	case K_FACILITY: {
+		int f = cJSON_IsString(v) ? sink_syslog_facility(v->valuestring) : -1;
+		if (f < 0)
+			FAIL("must be a syslog facility name (authpriv, auth, daemon, user, local0 ... local7)");
+		snprintf(base + k->off, 32, "%s", v->valuestring);
+		c->alerts.facility_value = f;
+		return 0;
+	}
 	case K_STRLIST: {
 		const cJSON *e;
 		size_t n = 0;
@@ -242,6 +299,11 @@ int config_parse(struct config *c, const char *name, const char *text, size_t le
 	cJSON_Delete(root);
 	if (rc)
 		return rc;
+	const char *dkey, *dwhy;
+	if (detect_opts_validate(&c->detect, &dkey, &dwhy) != 0) {
+		snprintf(err, errlen, "%s: key \"%s\": %s", name, dkey, dwhy);
+		return -EINVAL;
+	}
 	if (c->identity.nclaims == 0) {
 		snprintf(err, errlen, "%s: key \"identity.claims\": must name at least one claim", name);
 		return -EINVAL;

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "conn.h"
+#include "detect.h"
 #include "identity.h"
 #include "resource.h"
 
@@ -44,6 +45,14 @@ struct config {
 	struct conn_limits limits;
 	struct identity_opts identity;         /* secret filled from state_dir/host.secret by `run` */
 	struct resource_opts resource;
+	struct detect_opts detect;
+	struct {
+		char file[CONFIG_STR];         /* alerts JSONL ("" none; `run --alerts` overrides) */
+		bool syslog;                   /* send alerts to syslog */
+		char syslog_socket[CONFIG_STR];
+		char facility[32];             /* syslog facility name */
+		int facility_value;
+	} alerts;
 	struct config_strings str;
 };
 

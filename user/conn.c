@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -11,6 +12,7 @@
 #include "http1.h"
 #include "identity.h"
 #include "resource.h"
+#include "ssn.h"
 
 struct pending {
 	struct identity *id;          /* NULL when the request carried no credentials */
@@ -46,6 +48,7 @@ struct conn {
 	/* response being parsed */
 	bool resp_desync;             /* responses may have been lost: pair by time */
 	uint64_t resp_ts;             /* first byte of the response being parsed */
+	struct ssn_scan ssn;          /* SSN-like values in the response body */
 	int resp_status;
 	int resp_minor;
 	bool resp_interim;
@@ -88,8 +91,16 @@ static const struct http1_callbacks req_cb = {
 	.on_head = req_on_head,
 	.on_complete = req_on_complete,
 };
+static void resp_on_body(void *ctx, const char *p, size_t len)
+{
+	struct conn *c = ctx;
+
+	ssn_scan_feed(&c->ssn, p, len);
+}
+
 static const struct http1_callbacks resp_cb = {
 	.on_head = resp_on_head,
+	.on_body = resp_on_body,
 	.on_complete = resp_on_complete,
 };
 
@@ -166,7 +177,7 @@ static void format_addr(char *out, uint8_t family, const uint8_t a[16])
 }
 
 static void emit(struct conn *c, struct pending *p, uint64_t ts_end, uint64_t resp_bytes, int status,
-		 bool truncated)
+		 bool truncated, const struct ssn_scan *ssn)
 {
 	struct conn_table *ct = c->ct;
 	struct txn t = { 0 };
@@ -194,6 +205,11 @@ static void emit(struct conn *c, struct pending *p, uint64_t ts_end, uint64_t re
 	t.user = "-";
 	t.auth = "none";
 	t.jwt_scope = "";
+	if (ssn && ssn->count) {
+		t.ssn_count = ssn->count;
+		t.ssn_first_offset = ssn->first_offset;
+		snprintf(t.ssn_masked, sizeof(t.ssn_masked), "%s", ssn->masked);
+	}
 	if (p->id) {
 		t.user = p->id->principal;
 		t.auth = auth_scheme_name(p->id->scheme);
@@ -284,7 +300,7 @@ static int req_on_head(void *ctx, const struct http1_head *h, uint64_t ts)
 			return 0; /* no memory for even one */
 		ct->st.pipeline_overflows++;
 		ct->st.unanswered_requests++;
-		emit(c, old, old->ts_last, 0, 0, true);
+		emit(c, old, old->ts_last, 0, 0, true, NULL);
 		q_pop(c);
 	}
 	struct pending *p = q_at(c, c->qlen);
@@ -344,6 +360,7 @@ static int resp_on_head(void *ctx, const struct http1_head *h, uint64_t ts)
 	struct pending *p = q_front(c);
 
 	c->resp_ts = ts;
+	ssn_scan_init(&c->ssn);
 	if (!p) {
 		/* Answered before the request head was complete (e.g. a 400 for a
 		 * malformed header): take the request as far as it got. */
@@ -385,7 +402,7 @@ static void resp_on_complete(void *ctx, const struct http1_msg_end *end)
 		while (keep--) {
 			struct pending *old = q_front(c);
 			ct->st.unanswered_requests++;
-			emit(c, old, old->ts_last, 0, 0, true);
+			emit(c, old, old->ts_last, 0, 0, true, NULL);
 			q_pop(c);
 		}
 		p = q_front(c);
@@ -399,7 +416,8 @@ static void resp_on_complete(void *ctx, const struct http1_msg_end *end)
 	 * the request as far as it got. */
 	if (!p->complete)
 		p->truncated = true;
-	emit(c, p, end->ts_last, bytes, c->resp_status, end->truncated);
+	ssn_scan_finish(&c->ssn);
+	emit(c, p, end->ts_last, bytes, c->resp_status, end->truncated, &c->ssn);
 	bool switching = c->resp_status == 101 ||
 			 (strcmp(p->method, "CONNECT") == 0 && c->resp_status >= 200 && c->resp_status < 300);
 	q_pop(c);
@@ -438,7 +456,7 @@ static void conn_destroy(struct conn_table *ct, struct conn *c, uint64_t ts)
 	while (c->qlen) {
 		struct pending *p = q_front(c);
 		ct->st.unanswered_requests++;
-		emit(c, p, p->ts_last, 0, 0, p->truncated);
+		emit(c, p, p->ts_last, 0, 0, p->truncated, NULL);
 		q_pop(c);
 	}
 	stream_totals(ct, c->req);

@@ -2,9 +2,12 @@
 #include "pipeline.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uthash.h>
+
+#include "json.h"
 
 struct proc {
 	uint32_t pid;
@@ -19,6 +22,7 @@ struct pipeline {
 	struct conn_table *ct;
 	struct identity_ctx *ident;
 	struct resource_ctx *res;
+	struct detect *det;
 	struct proc *procs;
 	uint64_t seq;
 	uint64_t last_expire;
@@ -99,6 +103,17 @@ static void on_conn_txn(void *ctx, struct txn *t)
 	p->st.transactions++;
 	if (p->o.on_txn)
 		p->o.on_txn(p->o.ctx, t);
+	if (p->det)
+		detect__txn(p->det, t);
+}
+
+void pipeline__detect_txn(struct pipeline *p, const struct txn *t)
+{
+	p->st.transactions++;
+	if (p->det) {
+		detect__txn(p->det, t);
+		detect__tick(p->det, t->ts_start);
+	}
 }
 
 struct pipeline *pipeline__new(const struct pipeline_opts *o)
@@ -130,6 +145,17 @@ struct pipeline *pipeline__new(const struct pipeline_opts *o)
 		return NULL;
 	}
 	conn_table__enrich(p->ct, p->ident, p->res);
+	if (o->on_alert) {
+		struct detect_opts dopt;
+		if (!o->detect)
+			detect_opts_default(&dopt);
+		p->det = detect__new(o->detect ? o->detect : &dopt, o->on_alert, o->alert_ctx);
+		if (!p->det) {
+			pipeline__free(p);
+			errno = EINVAL;
+			return NULL;
+		}
+	}
 	return p;
 }
 
@@ -142,6 +168,7 @@ void pipeline__free(struct pipeline *p)
 	conn_table__free(p->ct);
 	identity__free(p->ident);
 	resource__free(p->res);
+	detect__free(p->det);
 	HASH_ITER(hh, p->procs, pr, tmp) {
 		HASH_DEL(p->procs, pr);
 		free(pr);
@@ -161,6 +188,8 @@ static size_t min_size(uint16_t type)
 	case PW_EV_TLS: return sizeof(struct pw_tls);
 	case PW_EV_PROC: return sizeof(struct pw_proc_info);
 	case PW_EV_DROPS: return sizeof(struct pw_drops_rec);
+	case PW_EV_TICK: return sizeof(struct pw_hdr);
+	case PW_EV_NOTLS: return sizeof(struct pw_tls);
 	default: return 0;
 	}
 }
@@ -191,6 +220,8 @@ int pipeline__feed(struct pipeline *p, const void *rec, size_t len)
 	if (h.ts_ns >= p->last_expire + 1000000000ull) {
 		p->last_expire = h.ts_ns;
 		conn_table__expire(p->ct, h.ts_ns);
+		if (p->det)
+			detect__tick(p->det, h.ts_ns + (uint64_t)p->o.realtime_offset_ns);
 	}
 
 	switch (h.type) {
@@ -243,8 +274,36 @@ int pipeline__feed(struct pipeline *p, const void *rec, size_t len)
 			p->st.kernel_drops[i] = dr->drops[i];
 			p->st.kernel_drops_total += dr->drops[i];
 		}
+		if (p->det)
+			detect__drops(p->det, h.ts_ns + (uint64_t)p->o.realtime_offset_ns, p->st.kernel_drops,
+				      PW_DROP__MAX, drop_names);
 		break;
 	}
+	case PW_EV_TICK:
+		break; /* time advanced: handled above */
+	case PW_EV_NOTLS:
+		p->st.tls_uninstrumented++;
+		if (p->det) {
+			struct proc *pr = proc_get(p, h.pid, false);
+			char msg[256], ev[PW_PATH_MAX + 128];
+			const char *name = pr && pr->comm[0] ? pr->comm : "?";
+			struct jbuf jb;
+			/* the sinks escape message and evidence (comm is attacker-chosen) */
+			snprintf(msg, sizeof(msg),
+				 "process %u (%s) speaks TLS through a library phiwatch cannot hook: its API calls are not visible",
+				 h.pid, name);
+			jbuf_init(&jb);
+			json_obj_open(&jb, NULL);
+			json_cstr(&jb, "process_name", name);
+			json_cstr(&jb, "executable", pr ? pr->exe : "");
+			json_i64(&jb, "fd", ((const struct pw_tls *)rec)->fd);
+			json_obj_close(&jb);
+			snprintf(ev, sizeof(ev), "%s", jb.p ? jb.p : "{}");
+			jbuf_free(&jb);
+			detect__alert(p->det, DETECT_RULE_TLS_NOT_INSTRUMENTED, "-", h.pid,
+				      h.ts_ns + (uint64_t)p->o.realtime_offset_ns, ALERT_SEV_HIGH, msg, ev);
+		}
+		break;
 	}
 	return 0;
 bad:
@@ -255,6 +314,8 @@ bad:
 void pipeline__finish(struct pipeline *p)
 {
 	conn_table__close_all(p->ct, p->last_ts);
+	if (p->det)
+		detect__flush(p->det);
 }
 
 void pipeline__stats(const struct pipeline *p, struct pipeline_stats *out)
@@ -262,4 +323,6 @@ void pipeline__stats(const struct pipeline *p, struct pipeline_stats *out)
 	*out = p->st;
 	conn_table__stats(p->ct, &out->conn);
 	identity__stats(p->ident, &out->identity);
+	if (p->det)
+		detect__stats(p->det, &out->detect);
 }

@@ -8,7 +8,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "alert.h"
 #include "conn.h"
+#include "detect.h"
 #include "identity.h"
 #include "resource.h"
 #include "txn.h"
@@ -26,6 +28,9 @@ struct pipeline_opts {
 	void *evict_ctx;
 	const struct identity_opts *identity;  /* NULL: defaults */
 	const struct resource_opts *resource;  /* NULL: defaults */
+	const struct detect_opts *detect;      /* NULL: defaults */
+	alert_fn on_alert;                     /* NULL: detection off */
+	void *alert_ctx;
 };
 
 struct pipeline_stats {
@@ -41,6 +46,8 @@ struct pipeline_stats {
 	uint64_t procs_live;
 	struct conn_stats conn;
 	struct identity_stats identity;
+	struct detect_stats detect;
+	uint64_t tls_uninstrumented;
 };
 
 struct pipeline;
@@ -53,8 +60,12 @@ struct pipeline *pipeline__new(const struct pipeline_opts *o);
 /* Feeds one record (a kernel event or a userspace PW_EV_PROC/DROPS record).
  * Returns 0, or -EINVAL when the record is malformed (counted, skipped). */
 int pipeline__feed(struct pipeline *p, const void *rec, size_t len);
-/* End of input: closes every connection (unanswered requests reported). */
+/* End of input: closes every connection (unanswered requests reported) and
+ * ends the alert suppression windows. */
 void pipeline__finish(struct pipeline *p);
+/* A transaction from elsewhere (a transactions JSONL replay): realtime
+ * timestamps already; only detection runs. */
+void pipeline__detect_txn(struct pipeline *p, const struct txn *t);
 void pipeline__stats(const struct pipeline *p, struct pipeline_stats *out);
 void pipeline__free(struct pipeline *p);
 

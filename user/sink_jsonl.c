@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "alert.h"
 #include "log.h"
 
 int sink_jsonl_open(struct sink_jsonl *s, const char *path, bool human)
@@ -40,6 +41,23 @@ void sink_jsonl_txn(void *ctx, const struct txn *t)
 		return;
 	}
 	s->lines++;
+}
+
+void sink_jsonl_alert(void *ctx, const struct alert *a)
+{
+	struct sink_jsonl *s = ctx;
+
+	jbuf_reset(&s->jb);
+	alert_to_json(a, &s->jb);
+	jbuf_put(&s->jb, "\n", 1);
+	if (s->jb.oom || fwrite(s->jb.p, 1, s->jb.len, s->f) != s->jb.len) {
+		if (!s->write_errors++)
+			log_error("writing an alert failed: %s (further failures are counted)",
+				  s->jb.oom ? "out of memory" : strerror(errno));
+		return;
+	}
+	s->lines++;
+	fflush(s->f); /* alerts are few and urgent */
 }
 
 void sink_jsonl_flush(struct sink_jsonl *s)

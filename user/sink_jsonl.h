@@ -22,6 +22,8 @@ struct sink_jsonl {
  * Returns 0 or -errno. */
 int sink_jsonl_open(struct sink_jsonl *s, const char *path, bool human);
 void sink_jsonl_txn(void *ctx, const struct txn *t);   /* pipeline_txn_fn */
+struct alert;
+void sink_jsonl_alert(void *ctx, const struct alert *a); /* alert_fn: one alert per line */
 void sink_jsonl_flush(struct sink_jsonl *s);
 /* Returns 0, or -EIO when any write failed (disk full...). */
 int sink_jsonl_close(struct sink_jsonl *s);
