@@ -70,12 +70,22 @@
  * (fsync_interval_ms; 0 = every record). On a write error the segment is truncated back to its last whole record,
  * the buffered records are counted lost, and a GAP "records_lost" is chained in when writing works again.
  *
+ * A restart finds seal.key at k[L] (L open) or k[L+1] (L sealed) and moves it forward if a crash left it behind;
+ * a key ahead of the trail, or a trail without seal.key, is refused (audit__open fails with the reason).
+ * Retention (every minute, in audit__tick) deletes the oldest closed segments whose file mtime (set to the seal
+ * time at compression) is older than retention_days, each after its DELETE record is fsynced.
+ *
  * verify checks: segment numbering (no holes; a missing prefix needs a DELETE for the segment just before the
  * first present one, whose head/last_seq must match that segment's OPEN), every frame, seq continuity, every
- * hash, OPEN (index, prev_head link, key ids), each non-last segment ends with a valid SEAL and nothing follows
- * it, each compressed file's GCM tag, gzip CRC and its SEGFILE digest.
+ * hash, OPEN (index, prev_head link, key ids), each non-last segment ends with a valid SEAL (HMAC under k[N]
+ * derived from --key; a match under a later key is reported as a re-seal) and nothing follows it, each compressed
+ * file's GCM tag, gzip CRC and SEGFILE digest, and seal.key when present (derived from k[0]; past the last
+ * segment means that segment was sealed, so a cut-off seal is caught).
  * Limits (by design): the open segment is protected by the chain only (its key is on the host), and cutting it at
- * a record boundary is indistinguishable from a crash before those records were written.
+ * a record boundary is indistinguishable from a crash before those records were written; record headers (seq,
+ * time, type, length) are not encrypted; one encryption key per trail (changing it needs the old one to read).
+ * Not thread-safe: one thread owns a struct audit. verify/query may run beside a live writer (a file compressed
+ * or deleted between listing and reading is reported; run again).
  */
 #ifndef PHIWATCH_AUDIT_H
 #define PHIWATCH_AUDIT_H

@@ -331,6 +331,36 @@ static int parse_head(enum http1_kind kind, const char *buf, size_t len, struct 
 	h->truncated = cut;
 	memset(fr, 0, sizeof(*fr));
 
+	/* Fast path for a well-formed request line "METHOD SP target SP HTTP/1.x CRLF";
+	 * anything else (responses, odd forms, partial input) takes the state
+	 * machine below, which has the final say. */
+	if (kind == HTTP1_REQUEST) {
+		const char *eol = memchr(buf, '\n', len);
+		size_t ll = eol ? (size_t)(eol - buf) : 0;
+		if (ll >= 16 && buf[ll - 1] == '\r') {
+			const char *sp1 = memchr(buf, ' ', ll);
+			size_t m = sp1 ? (size_t)(sp1 - buf) : 0;
+			size_t vend = ll - 1;            /* the CR */
+			if (m > 0 && m <= HTTP1_METHOD_MAX && vend >= 9 && buf[vend - 9] == ' ' &&
+			    memcmp(buf + vend - 8, "HTTP/1.", 7) == 0 && buf[vend - 1] >= '0' && buf[vend - 1] <= '9' &&
+			    vend - 9 > m + 1) {
+				bool ok = true;
+				for (size_t k = 0; k < m && ok; k++)
+					ok = is_tchar((unsigned char)buf[k]);
+				for (size_t k = m + 1; k < vend - 9 && ok; k++) {
+					unsigned char c = (unsigned char)buf[k];
+					ok = c > ' ' && c != 0x7f;
+				}
+				if (ok) {
+					h->method = (struct slice){ buf, m };
+					h->target = (struct slice){ buf + m + 1, vend - 9 - m - 1 };
+					h->minor_version = buf[vend - 1] - '0';
+					p = ll;
+					goto headers;
+				}
+			}
+		}
+	}
 	sl_init(&sl, kind);
 	for (;; p++) {
 		if (p >= len)
@@ -359,6 +389,7 @@ static int parse_head(enum http1_kind kind, const char *buf, size_t len, struct 
 		if (r == SL_END)
 			break;
 	}
+headers:
 	p++;
 
 	struct hdr_acc a = { .h = h, .fr = fr };
@@ -734,21 +765,13 @@ static const char *head_view(struct http1_stream *s, const char *d, size_t seg, 
 enum body { B_NONE, B_LEN, B_CHUNKED, B_CLOSE, B_BAD };
 
 /* A whole head hb[0..hn) ended at d[i]: parse, report, choose the body framing. */
-static void head_done(struct http1_stream *s, const char *hb, size_t hn)
+/* A whole head hb[0..hn), already parsed into h/fr: report it, choose the body framing. */
+static void head_commit(struct http1_stream *s, struct http1_head *hp, struct framing *frp, size_t hn)
 {
-	struct http1_head h;
-	struct framing fr;
-	size_t used = 0;
+#define h (*hp)
+#define fr (*frp)
 	enum body body;
 	int ret = 0;
-
-	if (parse_head(s->kind, hb, hn, &h, &used, &fr, false) != HTTP1_OK || used != hn) {
-		/* a broken field block: the whole head is garbage; it ended with LF */
-		s->stats.garbage_bytes += hn;
-		head_reset(s);
-		enter_resync(s, true);
-		return;
-	}
 	s->resyncing = false;
 	begin_message(s, hn);
 	if (s->cb.on_head)
@@ -803,6 +826,24 @@ static void head_done(struct http1_stream *s, const char *hb, size_t hn)
 		lose_sync(s, true);
 		break;
 	}
+#undef h
+#undef fr
+}
+
+static void head_done(struct http1_stream *s, const char *hb, size_t hn)
+{
+	struct http1_head h;
+	struct framing fr;
+	size_t used = 0;
+
+	if (parse_head(s->kind, hb, hn, &h, &used, &fr, false) != HTTP1_OK || used != hn) {
+		/* a broken field block: the whole head is garbage; it ended with LF */
+		s->stats.garbage_bytes += hn;
+		head_reset(s);
+		enter_resync(s, true);
+		return;
+	}
+	head_commit(s, &h, &fr, hn);
 }
 
 /* ST_HEAD from d[i]; returns where the next state continues. */
@@ -820,6 +861,22 @@ static size_t feed_head(struct http1_stream *s, const char *d, size_t i, size_t 
 		seg = i;
 		s->hplace = d + i;
 		s->h_ts = s->ts;
+		/* Fast path: the whole head is in this chunk (the common case).
+		 * Find its end with memmem and parse once; anything unusual
+		 * (bare LF, garbage, a head over head_cap) takes the byte-wise
+		 * path below, which knows how to resynchronise. */
+		size_t lim = n - i < s->head_cap ? n - i : s->head_cap;
+		const char *e = memmem(d + i, lim, "\r\n\r\n", 4);
+		if (e) {
+			struct http1_head h;
+			struct framing fr;
+			size_t used = 0, hlen = (size_t)(e + 4 - (d + i));
+			if (parse_head(s->kind, d + i, hlen, &h, &used, &fr, false) == HTTP1_OK && used == hlen) {
+				s->h_n = hlen;
+				head_commit(s, &h, &fr, hlen);
+				return i + hlen;
+			}
+		}
 	}
 	while (i < n) {
 		if (s->h_n == s->head_cap) {

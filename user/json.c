@@ -148,8 +148,9 @@ void json_key(struct jbuf *b, const char *key)
 {
 	comma(b);
 	if (key) {
+		/* keys are the program's own literals: no escaping needed */
 		jbuf_put(b, "\"", 1);
-		json_escape(b, key, strlen(key));
+		jbuf_put(b, key, strlen(key));
 		jbuf_put(b, "\":", 2);
 	}
 }

@@ -40,7 +40,8 @@ void jbuf_puts(struct jbuf *b, const char *s);
  * Invalid UTF-8 becomes U+FFFD; control bytes become \uXXXX or \n-style. */
 void json_escape(struct jbuf *b, const char *s, size_t n);
 
-/* Object/array writers; they manage commas. */
+/* Object/array writers; they manage commas. Keys are trusted literals
+ * (written as they are); values are escaped. */
 void json_obj_open(struct jbuf *b, const char *key);   /* key NULL: top level or array element */
 void json_obj_close(struct jbuf *b);
 void json_arr_open(struct jbuf *b, const char *key);

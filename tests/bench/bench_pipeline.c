@@ -15,8 +15,35 @@
 
 struct out {
 	struct jbuf jb;
-	uint64_t n, bytes;
+	uint64_t n, bytes, alerts;
 };
+
+static void on_alert(void *ctx, const struct alert *a)
+{
+	struct out *o = ctx;
+	(void)a;
+	o->alerts++;
+}
+
+/* An unsigned JWT for user u (base64url of fixed JSON). */
+static void make_jwt(char *out, size_t n, size_t u)
+{
+	static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	char payload[160], enc[256];
+	int len = snprintf(payload, sizeof(payload), "{\"sub\":\"user-%zu\",\"iat\":1795860000,\"exp\":1795861800,\"scope\":\"patient/*.read\"}", u);
+	size_t o = 0;
+	for (int i = 0; i < len; i += 3) {
+		unsigned v = (unsigned char)payload[i] << 16;
+		if (i + 1 < len) v |= (unsigned char)payload[i + 1] << 8;
+		if (i + 2 < len) v |= (unsigned char)payload[i + 2];
+		enc[o++] = tbl[(v >> 18) & 63];
+		enc[o++] = tbl[(v >> 12) & 63];
+		if (i + 1 < len) enc[o++] = tbl[(v >> 6) & 63];
+		if (i + 2 < len) enc[o++] = tbl[v & 63];
+	}
+	enc[o] = '\0';
+	snprintf(out, n, "eyJhbGciOiJSUzI1NiJ9.%s.c2ln", enc);
+}
 
 static void on_txn(void *ctx, const struct txn *t)
 {
@@ -76,8 +103,10 @@ int main(int argc, char **argv)
 		put(&arena, &alen, &acap, &e, sizeof(e));
 		nrec++;
 	}
+	char jwt[300];
 	for (size_t i = 0; i < N; i++) {
 		struct pw_data *d = (struct pw_data *)buf;
+		make_jwt(jwt, sizeof(jwt), i % users);
 		int fd = (int)(i % conns) + 10;
 		for (int dir = 0; dir < 2; dir++) {
 			int n;
@@ -85,8 +114,8 @@ int main(int argc, char **argv)
 				n = snprintf((char *)d->data, 1024,
 					     "GET /fhir/R4/Patient/%zu/Observation?category=vital-signs&_count=50 HTTP/1.1\r\n"
 					     "Host: api.example.org\r\nUser-Agent: bench\r\nAccept: application/fhir+json\r\n"
-					     "Authorization: Bearer user-%zu\r\n\r\n",
-					     i % 100000, i % users);
+					     "Authorization: Bearer %s\r\n\r\n",
+					     i % 100000, jwt);
 			else
 				n = snprintf((char *)d->data, 1024,
 					     "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: application/fhir+json\r\n"
@@ -109,7 +138,8 @@ int main(int argc, char **argv)
 
 	struct out o = { 0 };
 	jbuf_init(&o.jb);
-	struct pipeline_opts po = { .on_txn = on_txn, .ctx = &o };
+	struct pipeline_opts po = { .on_txn = on_txn, .ctx = &o, .on_alert = on_alert, .alert_ctx = &o,
+				    .realtime_offset_ns = 1795860000000000000ll };
 	pipeline_default_limits(&po.limits);
 	struct pipeline *p = pipeline__new(&po);
 	double t0 = now_s();
@@ -121,9 +151,14 @@ int main(int argc, char **argv)
 	}
 	pipeline__finish(p);
 	double dt = now_s() - t0;
-	printf("pipeline: %zu records (%.1f MB), %llu transactions in %.3f s: %.0f transactions/s on one core, "
-	       "%.2f µs each; %.1f MB of JSON\n",
-	       nrec, alen / 1e6, (unsigned long long)o.n, dt, o.n / dt, dt * 1e6 / (double)o.n, o.bytes / 1e6);
+	struct pipeline_stats st;
+	pipeline__stats(p, &st);
+	printf("pipeline (parse, identity, resources, detectors, JSON): %zu records (%.1f MB), %llu transactions in "
+	       "%.3f s: %.0f transactions/s on one core, %.2f µs each; %.1f MB of JSON, %llu alerts, %llu JWT decodes, "
+	       "%llu cache hits\n",
+	       nrec, alen / 1e6, (unsigned long long)o.n, dt, o.n / dt, dt * 1e6 / (double)o.n, o.bytes / 1e6,
+	       (unsigned long long)o.alerts, (unsigned long long)st.identity.jwt_decoded,
+	       (unsigned long long)st.identity.jwt_cache_hits);
 	pipeline__free(p);
 	jbuf_free(&o.jb);
 	free(arena);
