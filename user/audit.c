@@ -2325,6 +2325,8 @@ struct recovery {
 	uint8_t torn_sha[AUDIT_HASH_LEN];
 	char why[256];
 	bool sealed;
+	bool damaged;           /* sealed (seal.key moved past it) yet no valid seal: left as found */
+	uint64_t damaged_bytes; /* bytes after its last good record */
 	uint8_t before_seal;
 };
 
@@ -2399,6 +2401,8 @@ static int cut_tail(struct audit *a, uint64_t idx, int fd, const uint8_t *buf, s
 static int recover_last(struct audit *a, const struct seg_ent *e, uint64_t now, struct recovery *rv, char *err,
 			size_t errlen)
 {
+	/* seal.key past this segment: it was sealed, whatever its tail looks like now */
+	bool was_sealed = a->k_index > e->idx;
 	struct audit_verify_result vr;
 	struct walker w;
 	struct bbuf buf = { 0 };
@@ -2436,6 +2440,17 @@ static int recover_last(struct audit *a, const struct seg_ent *e, uint64_t now, 
 			goto out;
 		}
 	}
+	if (!w.sealed && was_sealed) {
+		/* its seal was cut off or damaged: evidence for verify, not a torn tail; the trail goes on in a new
+		 * segment chained to its last good record, and the restart record says so */
+		rv->damaged = true;
+		rv->damaged_bytes = buf.len - w.good_end;
+		snprintf(rv->why, sizeof(rv->why), "%s", rc > 0 ? vr.reason : "segment ends without its seal");
+		log_error("audit: %s was sealed but its seal is missing or damaged (%s); left as found for `phiwatch "
+			  "audit verify`, continuing in a new segment",
+			  name, rv->why);
+		rc = 0;
+	}
 	if (rc > 0) {
 		snprintf(rv->why, sizeof(rv->why), "%s", vr.reason);
 		rc = cut_tail(a, e->idx, fd, buf.p, buf.len, w.good_end, rv, now);
@@ -2453,9 +2468,9 @@ static int recover_last(struct audit *a, const struct seg_ent *e, uint64_t now, 
 	memcpy(a->head, w.prev, AUDIT_HASH_LEN);
 	memcpy(a->file_head, w.prev, AUDIT_HASH_LEN);
 	a->st.last_seq = a->st.synced_seq = w.next_seq - 1;
-	rv->sealed = w.sealed;
+	rv->sealed = w.sealed || rv->damaged;
 	rv->before_seal = w.sealed ? w.prev_type : w.last_type;
-	if (!w.sealed) {
+	if (!rv->sealed) {
 		if (w.oi.enc && (!a->enc || CRYPTO_memcmp(w.oi.enc_key_id, a->ek_id, ID_LEN))) {
 			snprintf(err, errlen, "%s/%s: the open segment is encrypted with another key than enc_key_path",
 				 a->dir, name);
@@ -2557,11 +2572,14 @@ static void write_start_records(struct audit *a, const struct recovery *rv, bool
 		jbuf_reset(b);
 		json_obj_open(b, NULL);
 		json_cstr(b, "reason",
-			  rv->torn_bytes ? "torn tail cut"
-			  : rv->sealed   ? "no stop record before the seal"
+			  rv->damaged	 ? "the last segment was sealed but its seal is missing or damaged: left as found"
+			  : rv->torn_bytes ? "torn tail cut"
+			  : rv->sealed	 ? "no stop record before the seal"
 					 : "no stop record: the agent did not stop cleanly");
-		if (rv->torn_bytes)
+		if (rv->torn_bytes || rv->damaged)
 			json_cstr(b, "detail", rv->why);
+		if (rv->damaged)
+			json_u64(b, "damaged_bytes", rv->damaged_bytes);
 		json_u64(b, "segment", a->seg - (rv->sealed ? 1 : 0));
 		json_u64(b, "torn_bytes", rv->torn_bytes);
 		if (rv->torn_bytes) {
@@ -2704,7 +2722,8 @@ struct audit *audit__open(const struct audit_opts *o, uint64_t now_ns, char *err
 			}
 		}
 		startup_cleanup(a, v, n, &rv);
-		write_start_records(a, &rv, !rv.sealed || rv.torn_bytes || rv.before_seal != AUDIT_REC_STOP, now_ns);
+		write_start_records(a, &rv,
+				    !rv.sealed || rv.damaged || rv.torn_bytes || rv.before_seal != AUDIT_REC_STOP, now_ns);
 	}
 	free(v);
 	free(rv.segfiles);

@@ -14,8 +14,15 @@
 #include "resource.h"
 #include "ssn.h"
 
+/* A bounded copy of captured bytes (forensics). */
+struct rawbuf {
+	char *p;
+	uint32_t len;
+};
+
 struct pending {
 	struct identity *id;          /* NULL when the request carried no credentials */
+	struct rawbuf raw;
 	uint64_t ts_first;
 	uint64_t ts_last;
 	uint64_t bytes;
@@ -49,6 +56,7 @@ struct conn {
 	bool resp_desync;             /* responses may have been lost: pair by time */
 	uint64_t resp_ts;             /* first byte of the response being parsed */
 	struct ssn_scan ssn;          /* SSN-like values in the response body */
+	struct rawbuf resp_raw;
 	int resp_status;
 	int resp_minor;
 	bool resp_interim;
@@ -73,6 +81,7 @@ struct conn_table {
 	conn_evict_fn evict_fn;
 	void *evict_ctx;
 	struct identity_ctx *ident;   /* borrowed, may be NULL */
+	size_t raw_cap;
 	const struct resource_ctx *res;
 	struct conn *by_key;
 	struct pid_conns *by_pid;
@@ -82,13 +91,18 @@ struct conn_table {
 	uint64_t dead_garbage, dead_resyncs, dead_overflows, dead_gaps;
 };
 
+static void raw_add(const struct conn_table *ct, struct rawbuf *r, const char *p, size_t n);
+static struct pending *q_at(struct conn *c, unsigned i);
 static int req_on_head(void *ctx, const struct http1_head *h, uint64_t ts);
 static void req_on_complete(void *ctx, const struct http1_msg_end *end);
 static int resp_on_head(void *ctx, const struct http1_head *h, uint64_t ts);
 static void resp_on_complete(void *ctx, const struct http1_msg_end *end);
 
+static void req_on_body(void *ctx, const char *p, size_t len);
+
 static const struct http1_callbacks req_cb = {
 	.on_head = req_on_head,
+	.on_body = req_on_body,
 	.on_complete = req_on_complete,
 };
 static void resp_on_body(void *ctx, const char *p, size_t len)
@@ -96,6 +110,17 @@ static void resp_on_body(void *ctx, const char *p, size_t len)
 	struct conn *c = ctx;
 
 	ssn_scan_feed(&c->ssn, p, len);
+	raw_add(c->ct, &c->resp_raw, p, len);
+}
+
+static void req_on_body(void *ctx, const char *p, size_t len)
+{
+	struct conn *c = ctx;
+	struct conn_table *ct = c->ct;
+
+	if (!ct->raw_cap || !c->qlen)
+		return;
+	raw_add(ct, &q_at(c, c->qlen - 1)->raw, p, len);
 }
 
 static const struct http1_callbacks resp_cb = {
@@ -122,6 +147,22 @@ void conn_table__enrich(struct conn_table *ct, struct identity_ctx *ic, const st
 {
 	ct->ident = ic;
 	ct->res = rc;
+}
+
+void conn_table__keep_raw(struct conn_table *ct, size_t cap)
+{
+	ct->raw_cap = cap;
+}
+
+static void raw_add(const struct conn_table *ct, struct rawbuf *r, const char *p, size_t n)
+{
+	if (!ct->raw_cap || !p || r->len >= ct->raw_cap)
+		return;
+	if (!r->p && !(r->p = malloc(ct->raw_cap)))
+		return;
+	size_t k = n < ct->raw_cap - r->len ? n : ct->raw_cap - r->len;
+	memcpy(r->p + r->len, p, k);
+	r->len += (uint32_t)k;
 }
 
 void conn_table__on_evict(struct conn_table *ct, conn_evict_fn fn, void *ctx)
@@ -205,6 +246,12 @@ static void emit(struct conn *c, struct pending *p, uint64_t ts_end, uint64_t re
 	t.user = "-";
 	t.auth = "none";
 	t.jwt_scope = "";
+	t.req_raw = p->raw.p;
+	t.req_raw_len = p->raw.len;
+	if (ssn) { /* a real response: its bytes */
+		t.resp_raw = c->resp_raw.p;
+		t.resp_raw_len = c->resp_raw.len;
+	}
 	if (ssn && ssn->count) {
 		t.ssn_count = ssn->count;
 		t.ssn_first_offset = ssn->first_offset;
@@ -277,6 +324,7 @@ static void pending_free(struct pending *p)
 {
 	free(p->target);
 	free(p->id);
+	free(p->raw.p);
 	memset(p, 0, sizeof(*p));
 }
 
@@ -306,6 +354,7 @@ static int req_on_head(void *ctx, const struct http1_head *h, uint64_t ts)
 	struct pending *p = q_at(c, c->qlen);
 	memset(p, 0, sizeof(*p));
 	c->qlen++;
+	raw_add(ct, &p->raw, h->raw.p, h->raw.len);
 	if (ct->ident) {
 		struct identity id;
 		identity__extract(ct->ident, h->headers, h->num_headers, &id);
@@ -361,6 +410,8 @@ static int resp_on_head(void *ctx, const struct http1_head *h, uint64_t ts)
 
 	c->resp_ts = ts;
 	ssn_scan_init(&c->ssn);
+	c->resp_raw.len = 0;
+	raw_add(c->ct, &c->resp_raw, h->raw.p, h->raw.len);
 	if (!p) {
 		/* Answered before the request head was complete (e.g. a 400 for a
 		 * malformed header): take the request as far as it got. */
@@ -464,6 +515,7 @@ static void conn_destroy(struct conn_table *ct, struct conn *c, uint64_t ts)
 	http1_stream__free(c->req);
 	http1_stream__free(c->resp);
 	free(c->q);
+	free(c->resp_raw.p);
 
 	struct pid_conns *pc;
 	HASH_FIND(hh, ct->by_pid, &c->pid, sizeof(c->pid), pc);
@@ -715,6 +767,7 @@ void conn_table__free(struct conn_table *ct)
 		http1_stream__free(c->req);
 		http1_stream__free(c->resp);
 		free(c->q);
+		free(c->resp_raw.p);
 		free(c);
 	}
 	struct pid_conns *pc, *ptmp;

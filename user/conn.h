@@ -61,6 +61,9 @@ struct resource_ctx;
 /* Who called (from each request's headers) and which patient (from its
  * target) go on every transaction. Both borrowed; NULL disables. */
 void conn_table__enrich(struct conn_table *ct, struct identity_ctx *ic, const struct resource_ctx *rc);
+/* Keep up to cap captured bytes of each request and response (head, then
+ * body) and hand them out on the transaction (txn.req_raw...). 0: off. */
+void conn_table__keep_raw(struct conn_table *ct, size_t cap);
 void conn_table__free(struct conn_table *ct);  /* closes nothing: call close_all first */
 
 void conn_table__open(struct conn_table *ct, const struct pw_conn *c);

@@ -329,6 +329,7 @@ static int parse_head(enum http1_kind kind, const char *buf, size_t len, struct 
 	h->num_headers = 0;
 	h->headers_dropped = 0;
 	h->truncated = cut;
+	h->raw = (struct slice){ buf, len };
 	memset(fr, 0, sizeof(*fr));
 
 	/* Fast path for a well-formed request line "METHOD SP target SP HTTP/1.x CRLF";
@@ -414,6 +415,7 @@ headers:
 			}
 			hdr_flush(&a);
 			*head_len = p + 1;
+			h->raw.len = p + 1;
 			return HTTP1_OK;
 		}
 		if (is_ows(c)) {
@@ -465,6 +467,7 @@ stop:
 		return HTTP1_OK;
 	}
 }
+
 
 int http1_parse_head(enum http1_kind kind, const char *buf, size_t len, struct http1_head *h,
 		     size_t *head_len)
@@ -730,6 +733,7 @@ static void head_lost(struct http1_stream *s, const char *hb, size_t hn, bool bn
 			h.target = (struct slice){ sp + 1, hn - (size_t)(sp + 1 - hb) };
 			h.minor_version = 1;
 			h.truncated = true;
+			h.raw = (struct slice){ hb, hn };
 			have = h.method.len > 0 && h.target.len > 0;
 		}
 	}

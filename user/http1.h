@@ -26,6 +26,7 @@ struct http1_head {
 	size_t num_headers;
 	size_t headers_dropped;	/* headers beyond HTTP1_MAX_HEADERS: counted, not stored */
 	bool truncated;		/* head cut by a capture gap or head_cap: fields parsed so far only */
+	struct slice raw;	/* the head's bytes as captured (valid like the other slices) */
 };
 
 /*

@@ -47,6 +47,10 @@ struct txn {
 	const char *resource_ids[TXN_MAX_IDS];     /* patient ids touched */
 	size_t n_resource_ids;
 	bool is_export;                            /* FHIR $export, an export route, _count >= 1000 */
+	/* captured plaintext for forensics (conn_table__keep_raw), NULL otherwise:
+	 * the head as sent and the body's first bytes (de-chunked) */
+	const char *req_raw, *resp_raw;
+	size_t req_raw_len, resp_raw_len;
 	/* response body findings (ssn.c) */
 	uint32_t ssn_count;       /* SSN-like values in the captured response body */
 	uint64_t ssn_first_offset;/* body offset of the first one */
