@@ -35,6 +35,8 @@ enum pw_event_type {
 	/* Written by userspace into --record files only, never by the kernel. */
 	PW_EV_PROC = 100,    /* process identity learned from /proc */
 	PW_EV_DROPS = 101,   /* kernel drop counters changed */
+	PW_EV_TICK = 102,    /* one second passed (drives time-based work in replays too) */
+	PW_EV_NOTLS = 103,   /* a process speaks TLS phiwatch cannot hook (struct pw_tls) */
 };
 
 enum pw_dir {
