@@ -199,8 +199,11 @@ static int handle_event(void *ctx, void *data, size_t size)
 		tls_on_exit(c, h.pid);
 		return 0;
 	case PW_EV_DATA:
-		if (size >= sizeof(struct pw_data))
+		if (size >= sizeof(struct pw_data)) {
 			announce_proc(c, &h, ((const struct pw_data *)data)->comm, NULL);
+			if (((const struct pw_data *)data)->flags & PW_F_TLS)
+				tls_on_tls_data(c, h.pid);
+		}
 		break;
 	case PW_EV_CONN:
 		if (size >= sizeof(struct pw_conn))

@@ -46,6 +46,8 @@ void tls_on_exit(struct capture *c, uint32_t pid);
 const char *tls_proc_exe(struct capture *c, uint32_t pid);
 /* The kernel saw TLS records on a socket of pid outside any hooked SSL call. */
 void tls_on_tls_seen(struct capture *c, uint32_t pid, int fd);
+/* Plaintext of pid came through the OpenSSL hooks. */
+void tls_on_tls_data(struct capture *c, uint32_t pid);
 /* Periodic: pending rescans. */
 void tls_tick(struct capture *c, uint64_t now_ms);
 void tls_free(struct capture *c);

@@ -48,6 +48,9 @@ struct tls_proc {
 	unsigned scans_left;
 	uint64_t next_scan_ms;
 	char exe[PW_PATH_MAX];      /* read while it ran: short-lived processes leave /proc early */
+	bool tls_data;              /* plaintext came through the OpenSSL hooks */
+	int tls_fd;                 /* a socket seen carrying TLS records, -1 none */
+	uint64_t judge_ms;          /* when to decide whether its TLS is visible */
 	UT_hash_handle hh;
 };
 
@@ -156,6 +159,7 @@ static struct tls_proc *tproc_get(struct capture *c, uint32_t pid, bool create)
 	if (!tp)
 		return NULL;
 	tp->pid = pid;
+	tp->tls_fd = -1;
 	HASH_ADD(hh, c->tprocs, pid, sizeof(tp->pid), tp);
 	return tp;
 }
@@ -290,6 +294,8 @@ void tls_on_exec(struct capture *c, uint32_t pid, const char *comm)
 	tp->next_scan_ms = capture_now_ms() + rescan_delays_ms[0];
 }
 
+static void tls_judge(struct capture *c, struct tls_proc *tp);
+
 const char *tls_proc_exe(struct capture *c, uint32_t pid)
 {
 	struct tls_proc *tp = tproc_get(c, pid, false);
@@ -301,18 +307,24 @@ void tls_on_exit(struct capture *c, uint32_t pid)
 {
 	struct tls_proc *tp = tproc_get(c, pid, false);
 
+	if (tp && tp->judge_ms)
+		tls_judge(c, tp); /* its last chance, maps already gone */
 	if (tp) {
 		HASH_DEL(c->tprocs, tp);
 		free(tp);
 	}
 }
 
-void tls_on_tls_seen(struct capture *c, uint32_t pid, int fd)
+/* Decides, some time after a socket of tp showed TLS records: visible if
+ * plaintext came through the hooks or it maps a hooked OpenSSL. */
+static void tls_judge(struct capture *c, struct tls_proc *tp)
 {
-	struct tls_proc *tp = tproc_get(c, pid, true);
+	uint32_t pid = tp->pid;
+	int fd = tp->tls_fd;
 	char path[64], comm[32] = "?";
 
-	if (!tp || tp->reported)
+	tp->judge_ms = 0;
+	if (tp->reported || tp->tls_data)
 		return;
 	if (!tp->lib)
 		scan_pid(c, pid);
@@ -343,11 +355,33 @@ void tls_on_tls_seen(struct capture *c, uint32_t pid, int fd)
 	c->fn(c->ctx, &r, sizeof(r));
 }
 
+void tls_on_tls_seen(struct capture *c, uint32_t pid, int fd)
+{
+	struct tls_proc *tp = tproc_get(c, pid, true);
+
+	if (!tp || tp->reported || tp->tls_data || tp->judge_ms)
+		return;
+	/* Handshakes happen outside SSL_read/SSL_write: give the first
+	 * application data two seconds to come through the hooks. */
+	tp->tls_fd = fd;
+	tp->judge_ms = capture_now_ms() + 2000;
+}
+
+void tls_on_tls_data(struct capture *c, uint32_t pid)
+{
+	struct tls_proc *tp = tproc_get(c, pid, false);
+
+	if (tp)
+		tp->tls_data = true;
+}
+
 void tls_tick(struct capture *c, uint64_t now_ms)
 {
 	struct tls_proc *tp, *tmp;
 
 	HASH_ITER(hh, c->tprocs, tp, tmp) {
+		if (tp->judge_ms && now_ms >= tp->judge_ms)
+			tls_judge(c, tp);
 		if (!tp->scans_left || now_ms < tp->next_scan_ms)
 			continue;
 		tp->scans_left--;

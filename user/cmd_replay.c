@@ -83,7 +83,7 @@ static int replay_jsonl(FILE *f, const char *path, const struct config *cfg, con
 	struct pipeline_stats ps;
 	pipeline__stats(pl, &ps);
 	if (stats)
-		cmd_print_stats(&ps, 0, 0, out.lines, out.write_errors);
+		cmd_print_stats(&ps, 0, 0, out.lines, out.write_errors, NULL);
 	pipeline__free(pl);
 	resource__free(rc_res);
 	if (sink_jsonl_close(&out) != 0)
@@ -202,7 +202,7 @@ int cmd_replay(int argc, char **argv)
 		rc = 1;
 	}
 	if (stats)
-		cmd_print_stats(&ps, 0, 0, sink.lines, sink.write_errors);
+		cmd_print_stats(&ps, 0, 0, sink.lines, sink.write_errors, NULL);
 	pipeline__free(pl);
 	if (alerts && sink_jsonl_close(&alert_sink) != 0)
 		rc = 1;

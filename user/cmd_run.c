@@ -5,8 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "audit.h"
 #include "capture.h"
 #include "config.h"
 #include "cmd.h"
@@ -33,7 +35,63 @@ struct run_ctx {
 	struct sink_jsonl *alerts;    /* NULL: no alerts file */
 	struct sink_syslog *syslog;   /* NULL: syslog off */
 	uint64_t alerts_n;
+	struct sink_jsonl *events;
+	struct audit *audit;          /* NULL: audit trail off */
+	struct jbuf jb;               /* one transaction's JSON, shared by every output */
+	uint64_t audit_errors;
 };
+
+static uint64_t realtime_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Capture loss is a gap in the trail: one GAP record per change of the counters. */
+static void note_drops(struct run_ctx *r, struct capture *cap, uint64_t *seen)
+{
+	struct capture_stats cs;
+	uint64_t total = 0;
+
+	capture__stats(cap, &cs);
+	for (unsigned i = 0; i < PW_DROP__MAX; i++)
+		total += cs.drops[i];
+	if (total == *seen)
+		return;
+	struct jbuf b;
+	jbuf_init(&b);
+	json_obj_open(&b, NULL);
+	json_u64(&b, "new_drops", total - *seen);
+	json_u64(&b, "total_drops", total);
+	json_obj_open(&b, "by_reason");
+	for (unsigned i = 0; i < PW_DROP__MAX; i++)
+		if (cs.drops[i])
+			json_u64(&b, pipeline_drop_name(i), cs.drops[i]);
+	json_obj_close(&b);
+	json_obj_close(&b);
+	audit__gap(r->audit, realtime_ns(), "capture_drop", b.p);
+	jbuf_free(&b);
+	*seen = total;
+}
+
+/* Every transaction: formatted once, to --events and into the audit chain. */
+static void on_txn(void *ctx, const struct txn *t)
+{
+	struct run_ctx *r = ctx;
+
+	jbuf_reset(&r->jb);
+	txn_to_json(t, &r->jb);
+	if (r->jb.oom) {
+		log_error("out of memory formatting a transaction");
+		return;
+	}
+	if (r->audit && audit__append_txn(r->audit, t->ts_start, r->jb.p, r->jb.len) != 0 && !r->audit_errors++)
+		log_error("the audit trail refuses records (audit.on_disk_full is \"stop\"): they are counted lost");
+	sink_jsonl_txn_line(r->events, t, r->jb.p, r->jb.len);
+}
+
+
 
 /* Every alert: the alerts file, syslog, and a line on stderr. */
 static void on_alert(void *ctx, const struct alert *a)
@@ -64,7 +122,7 @@ static void on_record(void *ctx, const void *rec, size_t len)
 }
 
 void cmd_print_stats(const struct pipeline_stats *ps, uint64_t ring_events, uint64_t bad_events, uint64_t lines,
-		     uint64_t write_errors)
+		     uint64_t write_errors, const struct audit_stats *as)
 {
 	struct jbuf b;
 	uint64_t total = ps->bad_records + bad_events;
@@ -126,6 +184,16 @@ void cmd_print_stats(const struct pipeline_stats *ps, uint64_t ring_events, uint
 	json_u64(&b, "basic", ps->identity.basic);
 	json_u64(&b, "apikey", ps->identity.apikey);
 	json_obj_close(&b);
+	if (as) {
+		json_obj_open(&b, "audit");
+		json_u64(&b, "records_written", as->records_written);
+		json_u64(&b, "records_synced", as->records_synced);
+		json_u64(&b, "records_lost", as->records_lost);
+		json_u64(&b, "unsynced_at_stop", as->unsynced);
+		json_u64(&b, "write_errors", as->write_errors);
+		json_u64(&b, "last_seq", as->last_seq);
+		json_obj_close(&b);
+	}
 	json_obj_open(&b, "conns");
 	json_u64(&b, "opened", ps->conn.conns_opened);
 	json_u64(&b, "live", ps->conn.conns_live);
@@ -206,6 +274,7 @@ int cmd_run(int argc, char **argv)
 		fprintf(stderr, "phiwatch: %s\n", cerr);
 		return 2;
 	}
+	config_finish(&cfg);
 	if (geteuid() != 0) {
 		fprintf(stderr, "phiwatch: run needs root (BPF programs and uprobes); try: sudo phiwatch run\n");
 		return 2;
@@ -225,6 +294,17 @@ int cmd_run(int argc, char **argv)
 		return 2;
 	}
 	struct run_ctx rctx = { 0 };
+	rctx.events = &sink;
+	jbuf_init(&rctx.jb);
+	if (cfg.audit.enabled) {
+		/* Before capture: an agent that cannot keep its audit trail says so and stops. */
+		rctx.audit = audit__open(&cfg.audit.o, realtime_ns(), cerr, sizeof(cerr));
+		if (!rctx.audit) {
+			fprintf(stderr, "phiwatch: audit trail: %s\n", cerr);
+			sink_jsonl_close(&sink);
+			return 1;
+		}
+	}
 	static struct sink_jsonl alert_sink;
 	if (!alerts && cfg.alerts.file[0])
 		alerts = cfg.alerts.file;
@@ -271,8 +351,8 @@ int cmd_run(int argc, char **argv)
 	if (!cap)
 		goto out_files;
 
-	struct pipeline_opts po = { .realtime_offset_ns = capture__realtime_offset(cap), .on_txn = sink_jsonl_txn,
-				    .ctx = &sink, .on_evict = capture__forget_socket, .evict_ctx = cap,
+	struct pipeline_opts po = { .realtime_offset_ns = capture__realtime_offset(cap), .on_txn = on_txn,
+				    .ctx = &rctx, .on_evict = capture__forget_socket, .evict_ctx = cap,
 				    .identity = &cfg.identity, .resource = &cfg.resource, .detect = &cfg.detect,
 				    .on_alert = on_alert, .alert_ctx = &rctx };
 	po.limits = cfg.limits;
@@ -298,6 +378,7 @@ int cmd_run(int argc, char **argv)
 	capture__stats(cap, &cs);
 	log_info("ready: %u tracepoints, %u OpenSSL libraries hooked; %s", cs.tracepoints, cs.tls_libs,
 		 events ? "writing transactions" : "transactions follow");
+	uint64_t drops_seen = 0;
 	while (!stop) {
 		err = capture__poll(cap);
 		if (err) {
@@ -305,9 +386,22 @@ int cmd_run(int argc, char **argv)
 			break;
 		}
 		sink_jsonl_flush(&sink);
+		if (rctx.audit) {
+			note_drops(&rctx, cap, &drops_seen);
+			audit__tick(rctx.audit, realtime_ns());
+		}
 	}
 	capture__drain(cap);
 	pipeline__finish(rctx.pl);
+	struct audit_stats as = { 0 };
+	bool have_audit = rctx.audit != NULL;
+	if (rctx.audit) {
+		note_drops(&rctx, cap, &drops_seen);
+		audit__sync(rctx.audit, realtime_ns());
+		audit__stats(rctx.audit, &as);
+		audit__close(rctx.audit, realtime_ns());
+		rctx.audit = NULL;
+	}
 	rc = err ? 1 : 0;
 
 	struct pipeline_stats ps;
@@ -323,11 +417,12 @@ int cmd_run(int argc, char **argv)
 	}
 	rctx.rec = NULL;
 	capture__close(cap);
-	cmd_print_stats(&ps, cs.ring_events, cs.bad_events, sink.lines, sink.write_errors);
+	cmd_print_stats(&ps, cs.ring_events, cs.bad_events, sink.lines, sink.write_errors, have_audit ? &as : NULL);
 	pipeline__free(rctx.pl);
 	if (rctx.alerts && sink_jsonl_close(rctx.alerts) != 0)
 		rc = 1;
 	sink_syslog__free(rctx.syslog);
+	jbuf_free(&rctx.jb);
 	return rc;
 
 out_pl:
@@ -335,6 +430,8 @@ out_pl:
 out_cap:
 	capture__close(cap);
 out_files:
+	audit__close(rctx.audit, realtime_ns());
+	jbuf_free(&rctx.jb);
 	if (rctx.rec)
 		fclose(rctx.rec);
 	sink_jsonl_close(&sink);

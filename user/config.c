@@ -22,6 +22,7 @@ enum ktype {
 	K_STRLIST,   /* array of strings: storage at off, pointers at off2, count at off3 */
 	K_DOUBLE,    /* double in [min, max] */
 	K_FACILITY,  /* syslog facility name into char[32] */
+	K_ONFULL,    /* "continue" | "stop" into char[16] */
 };
 
 struct key {
@@ -97,6 +98,15 @@ static const struct key keys[] = {
 	{ "alerts.syslog", K_BOOL, OFF(alerts.syslog), 0, 0, "alerts to the local syslog daemon" },
 	{ "alerts.syslog_socket", K_STR, OFF(alerts.syslog_socket), 0, 0, "the syslog daemon's unix socket" },
 	{ "alerts.facility", K_FACILITY, OFF(alerts.facility), 0, 0, "syslog facility (authpriv, auth, daemon, local0..7, ...)" },
+	{ "audit.enabled", K_BOOL, OFF(audit.enabled), 0, 0, "keep the hash-chained audit trail" },
+	{ "audit.dir", K_STR, OFF(audit.dir), 0, 0, "audit segments (default state_dir/audit)" },
+	{ "audit.initial_key_path", K_STR, OFF(audit.initial_key_path), 0, 0, "where the first seal key is written once" },
+	{ "audit.encryption_key_path", K_STR, OFF(audit.enc_key_path), 0, 0, "AES-256-GCM key file for closed segments" },
+	{ "audit.segment_max_mb", K_U64, OFF(audit.o.segment_max_bytes), 1, 1024, "rotate segments at this size (MiB)" },
+	{ "audit.segment_max_age_s", K_U64, OFF(audit.o.segment_max_age_s), 60, 86400 * 31, "rotate segments at this age" },
+	{ "audit.fsync_interval_ms", K_U32, OFF(audit.o.fsync_interval_ms), 0, 60000, "group commit interval (0: every record)" },
+	{ "audit.retention_days", K_U32, OFF(audit.o.retention_days), 0, 36500, "delete segments older than this (0: never)" },
+	{ "audit.on_disk_full", K_ONFULL, OFF(audit.on_full), 0, 0, "\"continue\" (count losses, retry) or \"stop\"" },
 	{ "resource.templates", K_STRLIST, OFF(str.templates), RESOURCE_MAX_TEMPLATES, RESOURCE_TEMPLATE_MAX,
 	  "route templates with {patient}", OFF(resource.templates), OFF(resource.ntemplates), NULL },
 };
@@ -113,6 +123,10 @@ int config_init(struct config *c)
 	snprintf(c->alerts.syslog_socket, sizeof(c->alerts.syslog_socket), "%s", SINK_SYSLOG_PATH);
 	snprintf(c->alerts.facility, sizeof(c->alerts.facility), "authpriv");
 	c->alerts.facility_value = sink_syslog_facility("authpriv");
+	c->audit.enabled = true;
+	snprintf(c->audit.on_full, sizeof(c->audit.on_full), "continue");
+	audit_opts_default(&c->audit.o);
+	c->audit.o.segment_max_bytes >>= 20; /* MiB in the file; bytes after config_finish */
 	c->capture.ringbuf_mb = 16;
 	c->capture.poll_ms = 10;
 	pipeline_default_limits(&c->limits);
@@ -122,6 +136,21 @@ int config_init(struct config *c)
 void config_free(struct config *c)
 {
 	(void)c;
+}
+
+void config_finish(struct config *c)
+{
+	if (!c->audit.dir[0])
+		snprintf(c->audit.dir, sizeof(c->audit.dir), "%.200s/audit", c->state_dir);
+	if (!c->audit.initial_key_path[0])
+		snprintf(c->audit.initial_key_path, sizeof(c->audit.initial_key_path), "%.200s/audit-initial.key",
+			 c->state_dir);
+	c->audit.o.dir = c->audit.dir;
+	c->audit.o.initial_key_path = c->audit.initial_key_path;
+	c->audit.o.enc_key_path = c->audit.enc_key_path[0] ? c->audit.enc_key_path : NULL;
+	c->audit.o.on_full = strcmp(c->audit.on_full, "stop") == 0 ? AUDIT_FULL_STOP : AUDIT_FULL_CONTINUE;
+	if (c->audit.o.segment_max_bytes < (1ull << 20))
+		c->audit.o.segment_max_bytes <<= 20;
 }
 
 static const struct key *find_key(const char *path)
@@ -230,6 +259,11 @@ static int set_key(struct config *c, const struct key *k, const cJSON *v, const 
 		c->alerts.facility_value = f;
 		return 0;
 	}
+	case K_ONFULL:
+		if (!cJSON_IsString(v) || (strcmp(v->valuestring, "continue") && strcmp(v->valuestring, "stop")))
+			FAIL("must be \"continue\" or \"stop\"");
+		snprintf(base + k->off, 16, "%s", v->valuestring);
+		return 0;
 	case K_STRLIST: {
 		const cJSON *e;
 		size_t n = 0;

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "audit.h"
 #include "conn.h"
 #include "detect.h"
 #include "identity.h"
@@ -53,6 +54,14 @@ struct config {
 		char facility[32];             /* syslog facility name */
 		int facility_value;
 	} alerts;
+	struct {
+		bool enabled;
+		char dir[CONFIG_STR];              /* "" = state_dir/audit */
+		char initial_key_path[CONFIG_STR]; /* "" = state_dir/audit-initial.key */
+		char enc_key_path[CONFIG_STR];     /* "" = no encryption */
+		char on_full[16];                  /* "continue" | "stop" */
+		struct audit_opts o;               /* paths pointed at the strings above by config_finish */
+	} audit;
 	struct config_strings str;
 };
 
@@ -64,5 +73,7 @@ int config_load(struct config *c, const char *path, bool must_exist, char *err, 
 /* Parses JSON text (for tests and fuzzing); name is used in messages. */
 int config_parse(struct config *c, const char *name, const char *text, size_t len, char *err, size_t errlen);
 void config_free(struct config *c);
+/* Resolves defaults that depend on other keys (audit paths under state_dir). */
+void config_finish(struct config *c);
 
 #endif

@@ -24,7 +24,8 @@ static const struct cmd {
 	const char *help;
 } cmds[] = {
 	{ "run", cmd_run, "watch HTTP API calls on this host (root)" },
-	{ "replay", cmd_replay, "run the pipeline over a recorded capture" },
+	{ "replay", cmd_replay, "run the pipeline over a recorded capture or a transactions JSONL" },
+	{ "audit", cmd_audit, "verify the audit trail, or query it (who accessed which patient)" },
 	{ "version", cmd_version, "print the version" },
 };
 

@@ -24,6 +24,25 @@ int sink_jsonl_open(struct sink_jsonl *s, const char *path, bool human)
 	return 0;
 }
 
+static void put_line(struct sink_jsonl *s, const char *p, size_t n)
+{
+	if (fwrite(p, 1, n, s->f) != n || fputc('\n', s->f) == EOF) {
+		if (!s->write_errors++)
+			log_error("writing a transaction failed: %s (further failures are counted)", strerror(errno));
+		return;
+	}
+	s->lines++;
+}
+
+void sink_jsonl_txn_line(struct sink_jsonl *s, const struct txn *t, const char *json, size_t len)
+{
+	if (s->human) {
+		sink_jsonl_txn(s, t);
+		return;
+	}
+	put_line(s, json, len);
+}
+
 void sink_jsonl_txn(void *ctx, const struct txn *t)
 {
 	struct sink_jsonl *s = ctx;

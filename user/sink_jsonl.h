@@ -22,6 +22,9 @@ struct sink_jsonl {
  * Returns 0 or -errno. */
 int sink_jsonl_open(struct sink_jsonl *s, const char *path, bool human);
 void sink_jsonl_txn(void *ctx, const struct txn *t);   /* pipeline_txn_fn */
+/* A transaction already formatted as its JSON line (no newline); on a
+ * terminal the readable view of t is written instead. */
+void sink_jsonl_txn_line(struct sink_jsonl *s, const struct txn *t, const char *json, size_t len);
 struct alert;
 void sink_jsonl_alert(void *ctx, const struct alert *a); /* alert_fn: one alert per line */
 void sink_jsonl_flush(struct sink_jsonl *s);

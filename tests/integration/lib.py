@@ -233,10 +233,13 @@ class Agent:
 
     def __init__(self, ctx, record=False, name="agent", config=None, extra_args=()):
         self.tmp = Path(ctx.tmp)
-        self.config = None
-        if config is not None:
-            self.config = self.tmp / f"{name}.config.json"
-            self.config.write_text(json.dumps(config))
+        # Each agent keeps its state (audit trail, host secret) in the
+        # test's own directory, never the host's /var/lib/phiwatch.
+        self.state_dir = self.tmp / f"{name}.state"
+        config = dict(config or {})
+        config.setdefault("state_dir", str(self.state_dir))
+        self.config = self.tmp / f"{name}.config.json"
+        self.config.write_text(json.dumps(config))
         self.extra_args = list(extra_args)
         self.events = self.tmp / f"{name}.events.jsonl"
         self.record = self.tmp / f"{name}.record" if record else None
