@@ -111,6 +111,11 @@ $(BUILD)/tests-asan/%: tests/unit/%.c $(ASAN_CORE) | $(BUILD)/tests-asan
 	$(call msg,TEST-ASAN,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) $(SAN) -o $@ $^ -lcmocka $(HOST_LIBS) $(CORE_LIBS) -ldl
 
+# Test helper programs (tests/*.c): the audit crash test's writer.
+$(BUILD)/tests/audit_driver: tests/audit_driver.c $(BUILD)/obj/cmd_audit.o $(CORE_OBJ) | $(BUILD)/tests
+	$(call msg,TEST,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $^ $(CORE_LIBS)
+
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(CORE_SRC) | $(BUILD)/fuzz
 	$(call msg,FUZZ,$@)
 	$(Q)$(CLANG) -std=gnu11 -g -O1 $(CPPFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $^ $(CORE_LIBS)
@@ -141,7 +146,7 @@ integration: all
 # Unit tests (plain and ASan+UBSan), a fuzz smoke run, then the integration
 # suite (root + BPF; under CI=true a skip is a failure). One summary line.
 test: deps
-	$(Q)$(MAKE) --no-print-directory all unit $(FUZZ_BIN)
+	$(Q)$(MAKE) --no-print-directory all unit $(FUZZ_BIN) $(BUILD)/tests/audit_driver
 	$(Q)BUILD=$(BUILD) PYTHON=$(PYTHON) FUZZ_SMOKE=$${FUZZ_SMOKE:-10} tests/run_all.sh
 
 fuzz: $(FUZZ_BIN)

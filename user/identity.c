@@ -683,7 +683,7 @@ void identity_opts_default(struct identity_opts *o)
 	o->nclaims = sizeof(default_claims) / sizeof(default_claims[0]);
 	o->apikey_headers[0] = "X-API-Key";
 	o->napikey = 1;
-	o->cache_entries = 65536;
+	o->cache_entries = 16384;
 }
 
 static bool name_ok(const char *s)

@@ -31,7 +31,7 @@ struct identity_opts {
 	size_t cache_entries;				/* decoded-token LRU; 0 disables the cache */
 };
 
-/* claims "sub" "client_id" "azp", API key header "X-API-Key", cache 65536, secret all zero. */
+/* claims "sub" "client_id" "azp", API key header "X-API-Key", cache 16384 (preallocated, ~6 MiB), secret all zero. */
 void identity_opts_default(struct identity_opts *o);
 
 struct identity {

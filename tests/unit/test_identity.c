@@ -171,7 +171,7 @@ static void test_opts(void **state)
 	assert_string_equal(o.claims[2], "azp");
 	assert_int_equal(o.napikey, 1);
 	assert_string_equal(o.apikey_headers[0], "X-API-Key");
-	assert_int_equal(o.cache_entries, 4096);
+	assert_int_equal(o.cache_entries, 16384);
 
 	struct identity_opts b = o;
 	b.nclaims = 0;
