@@ -125,7 +125,8 @@ struct sock_state {
 	__u8 role;       /* enum pw_role */
 	__u8 announced;  /* PW_EV_CONN sent */
 	__u8 tls_reported;
-	__u32 _pad;
+	__u8 announce_failed; /* a PW_EV_CONN was lost once: retries are not counted again */
+	__u8 _pad[3];
 };
 
 /* (tgid << 32 | fd) -> state. LRU: fds of exited processes age out. */
@@ -244,10 +245,13 @@ static __always_inline void sock_announce(struct sock_state *ss, int fd, __u64 i
 	}
 	bpf_get_current_comm(c.comm, sizeof(c.comm));
 	/* Not announced until it got through: the next call tries again. */
-	if (bpf_ringbuf_output(&events, &c, sizeof(c), rb_flags()))
-		drop_count(PW_DROP_RINGBUF_META);
-	else
+	if (bpf_ringbuf_output(&events, &c, sizeof(c), rb_flags())) {
+		if (!ss->announce_failed)
+			drop_count(PW_DROP_RINGBUF_META);
+		ss->announce_failed = 1;
+	} else {
 		ss->announced = 1;
+	}
 }
 
 static __always_inline struct scratch *scratch_get(void)
@@ -267,7 +271,6 @@ static __always_inline struct scratch *data_begin(int fd, __u8 dir, __u8 flags, 
 	s->e.dir = dir;
 	s->e.flags = flags;
 	s->e._pad = 0;
-	s->e._pad2 = 0;
 	s->e.total_len = total;
 	s->e.cap_len = 0;
 	s->e.ssl = ssl;
@@ -319,6 +322,7 @@ static __always_inline void data_send(struct scratch *s, struct sock_state *ss)
 	s->e.sk = ss->sk;
 	s->e.offset = __sync_fetch_and_add(&ss->off[d], (__u64)s->e.total_len);
 	s->e.seq = __sync_fetch_and_add(&ss->seq[d], 1);
+	s->e.seq_other = ss->seq[d ^ 1];
 
 	if (n && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= shed_payload_bytes) {
 		drop_count(PW_DROP_PAYLOAD_SHED);

@@ -308,6 +308,8 @@ int enter_close(struct trace_event_raw_sys_enter *ctx)
 		struct pw_close c = {};
 		fill_hdr(&c.h, PW_EV_CLOSE, sizeof(c), id);
 		c.fd = fd;
+		c.seq[0] = ss->seq[0];
+		c.seq[1] = ss->seq[1];
 		if (bpf_ringbuf_output(&events, &c, sizeof(c), rb_flags()))
 			drop_count(PW_DROP_RINGBUF_META);
 	}

@@ -54,6 +54,13 @@ struct conn {
 	unsigned qhead, qlen, qcap;
 	/* response being parsed */
 	bool resp_desync;             /* responses may have been lost: pair by time */
+	uint32_t skip_responses;      /* requests were lost: their responses must not pair */
+	struct {                      /* a response that came before its request was whole */
+		bool valid;
+		int status;
+		uint64_t bytes, ts_last;
+		bool truncated;
+	} early;
 	uint64_t resp_ts;             /* first byte of the response being parsed */
 	struct ssn_scan ssn;          /* SSN-like values in the response body */
 	struct rawbuf resp_raw;
@@ -401,6 +408,11 @@ static void req_on_complete(void *ctx, const struct http1_msg_end *end)
 	p->bytes = end->head_bytes + end->body_bytes;
 	p->ts_last = end->ts_last;
 	p->truncated |= end->truncated;
+	if (c->early.valid && p == q_front(c)) {
+		c->early.valid = false;
+		emit(c, p, c->early.ts_last, c->early.bytes, c->early.status, c->early.truncated, NULL);
+		q_pop(c);
+	}
 }
 
 static int resp_on_head(void *ctx, const struct http1_head *h, uint64_t ts)
@@ -412,12 +424,6 @@ static int resp_on_head(void *ctx, const struct http1_head *h, uint64_t ts)
 	ssn_scan_init(&c->ssn);
 	c->resp_raw.len = 0;
 	raw_add(c->ct, &c->resp_raw, h->raw.p, h->raw.len);
-	if (!p) {
-		/* Answered before the request head was complete (e.g. a 400 for a
-		 * malformed header): take the request as far as it got. */
-		http1_stream__abandon(c->req);
-		p = q_front(c);
-	}
 	c->resp_status = h->status;
 	c->resp_minor = h->minor_version;
 	c->resp_interim = h->status >= 100 && h->status < 200 && h->status != 101;
@@ -443,6 +449,12 @@ static void resp_on_complete(void *ctx, const struct http1_msg_end *end)
 	ct->st.responses++;
 	bytes += c->resp_interim_bytes;
 	c->resp_interim_bytes = 0;
+	if (c->skip_responses) {
+		/* the answer to a request that was lost */
+		c->skip_responses--;
+		ct->st.orphan_responses++;
+		return;
+	}
 	if (p && c->resp_desync) {
 		/* Responses were lost: this one answers the latest request that
 		 * had begun before it; older ones are reported unanswered. */
@@ -458,6 +470,17 @@ static void resp_on_complete(void *ctx, const struct http1_msg_end *end)
 		}
 		p = q_front(c);
 		c->resp_desync = false;
+	}
+	if (!p && !c->early.valid && !http1_stream__at_boundary(c->req)) {
+		/* Answered before the request head was whole (a 400 for a bad
+		 * header): kept until the request ends or the connection does,
+		 * so the request is reported with all its bytes. */
+		c->early.valid = true;
+		c->early.status = c->resp_status;
+		c->early.bytes = bytes;
+		c->early.ts_last = end->ts_last;
+		c->early.truncated = end->truncated;
+		return;
 	}
 	if (!p) {
 		ct->st.orphan_responses++;
@@ -501,6 +524,16 @@ static void stream_totals(struct conn_table *ct, const struct http1_stream *s)
 
 static void conn_destroy(struct conn_table *ct, struct conn *c, uint64_t ts)
 {
+	/* An early answer still waiting: its request as far as it got. */
+	if (c->early.valid && !c->qlen)
+		http1_stream__abandon(c->req);
+	if (c->early.valid && c->qlen) {
+		struct pending *p = q_front(c);
+		c->early.valid = false;
+		emit(c, p, c->early.ts_last, c->early.bytes, c->early.status, true, NULL);
+		q_pop(c);
+	}
+	c->early.valid = false;
 	/* A body delimited by close ends here; then requests never answered. */
 	http1_stream__close(c->req, ts);
 	http1_stream__close(c->resp, ts);
@@ -669,6 +702,29 @@ void conn_table__data(struct conn_table *ct, const struct pw_data *d)
 	}
 	struct http1_stream *s = d->dir == c->req_dir ? c->req : c->resp;
 	unsigned dir = d->dir & 1;
+	/* Events lost in the other direction show first in this event's count
+	 * of them. Lost requests: every waiting request is reported now (its
+	 * answer can no longer be told apart) and as many responses as were
+	 * lost requests will not pair. */
+	unsigned odir = dir ^ 1;
+	if (d->seq_other > c->next_seq[odir]) {
+		uint32_t n = d->seq_other - c->next_seq[odir];
+		ct->st.lost_events += n;
+		c->next_seq[odir] = d->seq_other;
+		if ((int)odir == c->req_dir) {
+			ct->st.requests_lost += n;
+			while (c->qlen) {
+				struct pending *p = q_front(c);
+				ct->st.unanswered_requests++;
+				emit(c, p, p->ts_last, 0, 0, true, NULL);
+				q_pop(c);
+			}
+			c->skip_responses += n;
+		} else {
+			ct->st.responses_lost += n;
+			c->resp_desync = true;
+		}
+	}
 	/* Events the kernel could not deliver: their bytes are an exact gap. */
 	if (d->offset > c->next_off[dir]) {
 		uint64_t lost = d->offset - c->next_off[dir];
@@ -699,12 +755,24 @@ void conn_table__data(struct conn_table *ct, const struct pw_data *d)
 	http1_stream__feed(s, (const char *)d->data, d->cap_len, d->total_len, d->h.ts_ns);
 }
 
-void conn_table__close(struct conn_table *ct, uint32_t pid, int32_t fd, uint64_t ts)
+void conn_table__close(struct conn_table *ct, const struct pw_close *e)
 {
-	struct conn *c = conn_find(ct, pid, fd);
+	struct conn *c = conn_find(ct, e->h.pid, e->fd);
 
-	if (c)
-		conn_destroy(ct, c, ts);
+	if (!c)
+		return;
+	/* Events lost at the very end show only in the close's counts. */
+	for (unsigned d = 0; d < 2; d++) {
+		if (e->seq[d] <= c->next_seq[d])
+			continue;
+		uint32_t n = e->seq[d] - c->next_seq[d];
+		ct->st.lost_events += n;
+		if ((int)d == c->req_dir)
+			ct->st.requests_lost += n;
+		else
+			ct->st.responses_lost += n;
+	}
+	conn_destroy(ct, c, e->h.ts_ns);
 }
 
 void conn_table__close_pid(struct conn_table *ct, uint32_t pid, uint64_t ts)

@@ -68,7 +68,7 @@ void conn_table__free(struct conn_table *ct);  /* closes nothing: call close_all
 
 void conn_table__open(struct conn_table *ct, const struct pw_conn *c);
 void conn_table__data(struct conn_table *ct, const struct pw_data *d);
-void conn_table__close(struct conn_table *ct, uint32_t pid, int32_t fd, uint64_t ts);
+void conn_table__close(struct conn_table *ct, const struct pw_close *e);
 /* Process ended: its sockets are closed by the kernel without close(). */
 void conn_table__close_pid(struct conn_table *ct, uint32_t pid, uint64_t ts);
 /* Closes connections idle since before now - idle_timeout. */

@@ -581,7 +581,8 @@ void http1_stream__free(struct http1_stream *s)
 
 bool http1_stream__at_boundary(const struct http1_stream *s)
 {
-	return s->state == ST_HEAD && s->h_n == 0;
+	/* resynchronising with no candidate is between messages too */
+	return (s->state == ST_HEAD && s->h_n == 0) || (s->state == ST_RESYNC && s->cand_len == 0);
 }
 
 void http1_stream__abandon(struct http1_stream *s)

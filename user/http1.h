@@ -112,7 +112,8 @@ void http1_stream__passthrough(struct http1_stream *s);
  * rejecting a bad request early): report it now as truncated, if its start
  * line is there, and look for the next message. */
 void http1_stream__abandon(struct http1_stream *s);
-/* Between messages: the next byte would start a new head. */
+/* Between messages: the next byte would start a new head (or is searched
+ * for one after lost sync). */
 bool http1_stream__at_boundary(const struct http1_stream *s);
 const struct http1_stream_stats *http1_stream__stats(const struct http1_stream *s);
 /* Bytes currently held in the head buffer (allocated capacity, for memory accounting). */

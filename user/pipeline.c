@@ -243,7 +243,7 @@ int pipeline__feed(struct pipeline *p, const void *rec, size_t len)
 		break;
 	}
 	case PW_EV_CLOSE:
-		conn_table__close(p->ct, h.pid, ((const struct pw_close *)rec)->fd, h.ts_ns);
+		conn_table__close(p->ct, (const struct pw_close *)rec);
 		break;
 	case PW_EV_TLS:
 		p->st.tls_events++;

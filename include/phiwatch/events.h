@@ -88,7 +88,7 @@ struct pw_data {
 	__u64 offset;        /* bytes this socket moved in this direction before this call,
 	                      * counted even for events that were lost: a jump is an exact gap */
 	__u32 seq;           /* data events this socket had in this direction before this one */
-	__u32 _pad2;
+	__u32 seq_other;     /* data events in the other direction so far: losses there show up here first */
 	char comm[PHIWATCH_COMM_LEN];
 	__u8 data[];         /* cap_len bytes */
 };
@@ -112,6 +112,7 @@ struct pw_close {
 	struct pw_hdr h;
 	__s32 fd;
 	__u32 _pad;
+	__u32 seq[2];        /* data events per direction over the socket's life: losses at the end */
 };
 
 struct pw_proc_ev {          /* PW_EV_EXIT */
@@ -147,7 +148,7 @@ struct pw_drops_rec {
 _Static_assert(sizeof(struct pw_hdr) == 24, "pw_hdr layout");
 _Static_assert(sizeof(struct pw_data) == 88, "pw_data layout");
 _Static_assert(sizeof(struct pw_conn) == 96, "pw_conn layout");
-_Static_assert(sizeof(struct pw_close) == 32, "pw_close layout");
+_Static_assert(sizeof(struct pw_close) == 40, "pw_close layout");
 _Static_assert(sizeof(struct pw_proc_ev) == 40, "pw_proc_ev layout");
 _Static_assert(sizeof(struct pw_exec) == 296, "pw_exec layout");
 _Static_assert(sizeof(struct pw_tls) == 32, "pw_tls layout");

@@ -119,6 +119,7 @@ static void data_ev(struct pipeline *p, uint32_t pid, int fd, uint8_t dir, const
 	d->sk = sk_override ? sk_override : 0x1000 + (uint64_t)fd;
 	d->offset = k_off[fd][dir];
 	d->seq = k_seq[fd][dir];
+	d->seq_other = k_seq[fd][dir ^ 1];
 	k_off[fd][dir] += total;
 	k_seq[fd][dir]++;
 	memcpy(d->comm, "srv", 3);
@@ -140,6 +141,8 @@ static void close_ev(struct pipeline *p, uint32_t pid, int fd)
 	c.h.pid = pid;
 	c.h.ts_ns = now_ts++;
 	c.fd = fd;
+	c.seq[0] = k_seq[fd][0];
+	c.seq[1] = k_seq[fd][1];
 	assert_int_equal(pipeline__feed(p, &c, sizeof(c)), 0);
 }
 
@@ -402,6 +405,53 @@ static void test_lost_events_are_gaps(void **state)
 	pipeline__free(p);
 }
 
+/* A response lost, then the next request lost: the response that follows
+ * answers the lost request and must not be paired with the waiting one. */
+static void test_lost_request_never_pairs(void **state)
+{
+	(void)state;
+	struct got g;
+	struct pipeline *p = mk(&g);
+	conn_ev(p, 20, 3, PW_ROLE_CLIENT);
+	data_s(p, 20, 3, PW_DIR_EGRESS, REQ1);                   /* GET sent */
+	lost_ev(3, PW_DIR_INGRESS, (uint32_t)strlen(RESP1));     /* its 200 lost */
+	lost_ev(3, PW_DIR_EGRESS, (uint32_t)strlen(REQ2));       /* the POST lost */
+	data_s(p, 20, 3, PW_DIR_INGRESS, RESP2);                 /* the POST's 201 */
+	data_s(p, 20, 3, PW_DIR_EGRESS, REQ1);
+	data_s(p, 20, 3, PW_DIR_INGRESS, RESP1);
+	close_ev(p, 20, 3);
+	assert_int_equal(g.n, 2);
+	assert_string_equal(g.t[0].method, "GET");
+	assert_int_equal(g.t[0].status, 0);        /* unanswered, never 201 */
+	assert_true(g.t[0].truncated);
+	assert_string_equal(g.t[1].method, "GET");
+	assert_int_equal(g.t[1].status, 200);
+	struct pipeline_stats st;
+	pipeline__stats(p, &st);
+	assert_int_equal(st.conn.requests_lost, 1);
+	assert_int_equal(st.conn.responses_lost, 1);
+	assert_int_equal(st.conn.orphan_responses, 1);
+	pipeline__free(p);
+}
+
+/* Events lost at the end of a connection show in its close. */
+static void test_lost_at_close(void **state)
+{
+	(void)state;
+	struct got g;
+	struct pipeline *p = mk(&g);
+	conn_ev(p, 10, 5, PW_ROLE_SERVER);
+	lost_ev(5, PW_DIR_INGRESS, (uint32_t)strlen(REQ1));
+	lost_ev(5, PW_DIR_EGRESS, (uint32_t)strlen(RESP1));
+	close_ev(p, 10, 5);
+	struct pipeline_stats st;
+	pipeline__stats(p, &st);
+	assert_int_equal(st.conn.requests_lost, 1);
+	assert_int_equal(st.conn.responses_lost, 1);
+	assert_int_equal(g.n, 0);
+	pipeline__free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -415,6 +465,8 @@ int main(void)
 		cmocka_unit_test(test_bad_records_counted),
 		cmocka_unit_test(test_fd_reuse),
 		cmocka_unit_test(test_lost_events_are_gaps),
+		cmocka_unit_test(test_lost_request_never_pairs),
+		cmocka_unit_test(test_lost_at_close),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
