@@ -39,7 +39,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	struct audit_query q;
 	memset(&q, 0, sizeof(q));
-	q.all = true;
+	q.records = true; /* every record, every segment */
 	FILE *out = fopen("/dev/null", "w");
 	struct audit_query_result qr;
 	memset(&qr, 0, sizeof(qr));

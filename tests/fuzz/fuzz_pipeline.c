@@ -30,7 +30,10 @@ static void on_alert(void *ctx, const struct alert *a)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct pipeline_opts o = { .on_txn = on_txn, .on_alert = on_alert };
+	struct identity_opts io;
+	identity_opts_default(&io);
+	io.cache_entries = 64; /* the default cache is preallocated: too slow per input */
+	struct pipeline_opts o = { .on_txn = on_txn, .on_alert = on_alert, .identity = &io };
 	pipeline_default_limits(&o.limits);
 	o.limits.max_conns = 8;
 	o.limits.pipeline_max = 4;
