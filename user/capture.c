@@ -400,6 +400,24 @@ void capture__forget_socket(void *ctx, uint32_t pid, int32_t fd)
 	bpf_map__delete_elem(c->skel->maps.socks, &key, sizeof(key), 0);
 }
 
+int capture__set_ports(struct capture *c, const uint16_t *ports, size_t n)
+{
+	uint16_t key, next;
+	uint8_t one = 1;
+
+	if ((n > 0) != (c->o.nports > 0))
+		return -EOPNOTSUPP;
+	/* clear, then fill: a port removed stops being followed for new sockets */
+	while (bpf_map__get_next_key(c->skel->maps.ports, NULL, &next, sizeof(next)) == 0) {
+		key = next;
+		bpf_map__delete_elem(c->skel->maps.ports, &key, sizeof(key), 0);
+	}
+	for (size_t i = 0; i < n; i++)
+		bpf_map__update_elem(c->skel->maps.ports, &ports[i], sizeof(uint16_t), &one, 1, BPF_ANY);
+	c->o.nports = n;
+	return 0;
+}
+
 void capture__stats(const struct capture *c, struct capture_stats *out)
 {
 	*out = c->st;

@@ -49,6 +49,9 @@ void capture__stats(const struct capture *c, struct capture_stats *out);
 /* Forgets the kernel's state for (pid, fd): the socket is learned and
  * announced again on its next call. Matches conn_evict_fn. */
 void capture__forget_socket(void *c, uint32_t pid, int32_t fd);
+/* Replaces the followed ports (SIGHUP). -EOPNOTSUPP when filtering would be
+ * switched on or off: that is fixed at load and needs a restart. */
+int capture__set_ports(struct capture *c, const uint16_t *ports, size_t n);
 void capture__close(struct capture *c);   /* detaches all links; NULL ok */
 
 #endif

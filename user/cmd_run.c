@@ -20,12 +20,48 @@
 #include "sink_jsonl.h"
 #include "sink_syslog.h"
 
-static volatile sig_atomic_t stop;
+static volatile sig_atomic_t stop, reload;
 
 static void on_signal(int sig)
 {
-	(void)sig;
-	stop = 1;
+	if (sig == SIGHUP)
+		reload = 1;
+	else
+		stop = 1;
+}
+
+/* SIGHUP: a new configuration is loaded and checked in full; a bad one is
+ * rejected with its reason and the running one kept. What is fixed at start
+ * (ring size, capture filter on/off, state and audit paths) needs a restart. */
+static void do_reload(const char *path, struct config *cur, struct pipeline *pl, struct capture *cap)
+{
+	static struct config next;
+	char err[512];
+
+	config_init(&next);
+	if (privs_check_path(path, true, err, sizeof(err)) != 0 ||
+	    config_load(&next, path, true, err, sizeof(err)) != 0) {
+		log_error("reload rejected, keeping the running configuration: %s", err);
+		return;
+	}
+	config_finish(&next);
+	memcpy(next.identity.secret, cur->identity.secret, sizeof(next.identity.secret));
+	if (pipeline__reconfigure(pl, &next.identity, &next.resource, &next.detect, err, sizeof(err)) != 0) {
+		log_error("reload rejected, keeping the running configuration: %s", err);
+		return;
+	}
+	int perr = capture__set_ports(cap, next.capture.ports, next.capture.nports);
+	if (perr == -EOPNOTSUPP)
+		log_warn("reload: turning capture.ports filtering on or off needs a restart; ports unchanged");
+	if (strcmp(next.state_dir, cur->state_dir) || next.capture.ringbuf_mb != cur->capture.ringbuf_mb ||
+	    strcmp(next.audit.dir, cur->audit.dir) || next.audit.enabled != cur->audit.enabled)
+		log_warn("reload: state_dir, capture.ringbuf_mb and audit.* take effect at the next start");
+	/* The contexts copied what they need; only the ports are read again. */
+	if (perr == 0) {
+		memcpy(cur->capture.ports, next.capture.ports, sizeof(cur->capture.ports));
+		cur->capture.nports = next.capture.nports;
+	}
+	log_info("configuration reloaded from %s", path);
 }
 
 struct run_ctx {
@@ -337,6 +373,7 @@ int cmd_run(int argc, char **argv)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
 	size_t rb = 4096;
@@ -380,6 +417,10 @@ int cmd_run(int argc, char **argv)
 		 events ? "writing transactions" : "transactions follow");
 	uint64_t drops_seen = 0;
 	while (!stop) {
+		if (reload) {
+			reload = 0;
+			do_reload(cpath, &cfg, rctx.pl, cap);
+		}
 		err = capture__poll(cap);
 		if (err) {
 			log_error("reading events failed: %s", strerror(-err));

@@ -159,6 +159,38 @@ struct pipeline *pipeline__new(const struct pipeline_opts *o)
 	return p;
 }
 
+int pipeline__reconfigure(struct pipeline *p, const struct identity_opts *io, const struct resource_opts *ro,
+			  const struct detect_opts *dopt, char *err, size_t errlen)
+{
+	struct identity_ctx *ni = identity__new(io);
+	struct resource_ctx *nr = resource__new(ro, err, errlen);
+	struct detect *nd = NULL;
+
+	if (p->o.on_alert && ni && nr)
+		nd = detect__new(dopt, p->o.on_alert, p->o.alert_ctx);
+	if (!ni || !nr || (p->o.on_alert && !nd)) {
+		if (ni && nr)
+			snprintf(err, errlen, "detection settings rejected");
+		else if (!ni)
+			snprintf(err, errlen, "identity settings rejected");
+		identity__free(ni);
+		resource__free(nr);
+		detect__free(nd);
+		return -EINVAL;
+	}
+	conn_table__enrich(p->ct, ni, nr);
+	identity__free(p->ident);
+	resource__free(p->res);
+	p->ident = ni;
+	p->res = nr;
+	if (p->det) {
+		detect__flush(p->det);
+		detect__free(p->det);
+	}
+	p->det = nd;
+	return 0;
+}
+
 void pipeline__free(struct pipeline *p)
 {
 	struct proc *pr, *tmp;

@@ -68,6 +68,12 @@ void pipeline__finish(struct pipeline *p);
 void pipeline__detect_txn(struct pipeline *p, const struct txn *t);
 void pipeline__stats(const struct pipeline *p, struct pipeline_stats *out);
 void pipeline__free(struct pipeline *p);
+/* New identity, resource and detection settings (SIGHUP). The detection
+ * windows start over: open suppression windows are closed first (their
+ * summaries emitted). Options are copied as needed; on failure (-errno,
+ * err set) the old settings stay in force. */
+int pipeline__reconfigure(struct pipeline *p, const struct identity_opts *io, const struct resource_opts *ro,
+			  const struct detect_opts *dopt, char *err, size_t errlen);
 
 /* Name of a kernel drop reason, for stats and logs. */
 const char *pipeline_drop_name(unsigned reason);
