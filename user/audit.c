@@ -1286,7 +1286,7 @@ void audit_opts_default(struct audit_opts *o)
 	o->fsync_interval_ms = 1000;
 	o->retention_days = 2192;
 	o->on_full = AUDIT_FULL_CONTINUE;
-	o->compress_level = 6;
+	o->compress_level = 1; /* fastest: the trail must keep up with the traffic */
 	o->compress_slice_bytes = 1u << 20;
 }
 

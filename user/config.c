@@ -106,6 +106,7 @@ static const struct key keys[] = {
 	{ "audit.segment_max_age_s", K_U64, OFF(audit.o.segment_max_age_s), 60, 86400 * 31, "rotate segments at this age" },
 	{ "audit.fsync_interval_ms", K_U32, OFF(audit.o.fsync_interval_ms), 0, 60000, "group commit interval (0: every record)" },
 	{ "audit.retention_days", K_U32, OFF(audit.o.retention_days), 0, 36500, "delete segments older than this (0: never)" },
+	{ "audit.compress_level", K_U32, OFF(audit.o.compress_level), 1, 9, "zlib level for closed segments (1 fastest)" },
 	{ "audit.on_disk_full", K_ONFULL, OFF(audit.on_full), 0, 0, "\"continue\" (count losses, retry) or \"stop\"" },
 	{ "resource.templates", K_STRLIST, OFF(str.templates), RESOURCE_MAX_TEMPLATES, RESOURCE_TEMPLATE_MAX,
 	  "route templates with {patient}", OFF(resource.templates), OFF(resource.ntemplates), NULL },

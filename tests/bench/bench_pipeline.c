@@ -10,12 +10,16 @@
 #include <string.h>
 #include <time.h>
 
+#include <unistd.h>
+
+#include "audit.h"
 #include "json.h"
 #include "pipeline.h"
 
 struct out {
 	struct jbuf jb;
 	uint64_t n, bytes, alerts;
+	struct audit *audit;     /* NULL: without the audit chain */
 };
 
 static void on_alert(void *ctx, const struct alert *a)
@@ -50,6 +54,8 @@ static void on_txn(void *ctx, const struct txn *t)
 	struct out *o = ctx;
 	jbuf_reset(&o->jb);
 	txn_to_json(t, &o->jb);
+	if (o->audit)
+		audit__append_txn(o->audit, t->ts_start, o->jb.p, o->jb.len);
 	o->bytes += o->jb.len + 1;
 	o->n++;
 }
@@ -136,31 +142,60 @@ int main(int argc, char **argv)
 		}
 	}
 
-	struct out o = { 0 };
-	jbuf_init(&o.jb);
-	struct pipeline_opts po = { .on_txn = on_txn, .ctx = &o, .on_alert = on_alert, .alert_ctx = &o,
-				    .realtime_offset_ns = 1795860000000000000ll };
-	pipeline_default_limits(&po.limits);
-	struct pipeline *p = pipeline__new(&po);
-	double t0 = now_s();
-	for (size_t off = 0; off < alen;) {
-		uint16_t sz;
-		memcpy(&sz, arena + off + offsetof(struct pw_hdr, size), sizeof(sz));
-		pipeline__feed(p, arena + off, sz);
-		off += sz;
+	for (int with_audit = 0; with_audit < 2; with_audit++) {
+		struct out o = { 0 };
+		char dir[] = "/tmp/phiwatch-bench-audit-XXXXXX", keyp[128], err[256];
+		jbuf_init(&o.jb);
+		if (with_audit) {
+			struct audit_opts ao;
+			if (!mkdtemp(dir))
+				return 1;
+			snprintf(keyp, sizeof(keyp), "%s/initial.key", dir);
+			audit_opts_default(&ao);
+			char adir[160];
+			snprintf(adir, sizeof(adir), "%s/audit", dir);
+			ao.dir = adir;
+			ao.initial_key_path = keyp;
+			o.audit = audit__open(&ao, 1795860000000000000ull, err, sizeof(err));
+			if (!o.audit) {
+				fprintf(stderr, "audit: %s\n", err);
+				return 1;
+			}
+		}
+		struct pipeline_opts po = { .on_txn = on_txn, .ctx = &o, .on_alert = on_alert, .alert_ctx = &o,
+					    .realtime_offset_ns = 1795860000000000000ll };
+		pipeline_default_limits(&po.limits);
+		struct pipeline *p = pipeline__new(&po);
+		double t0 = now_s();
+		for (size_t off = 0; off < alen;) {
+			uint16_t sz;
+			memcpy(&sz, arena + off + offsetof(struct pw_hdr, size), sizeof(sz));
+			pipeline__feed(p, arena + off, sz);
+			off += sz;
+			if (o.audit && (off & 0xffff) < sz)
+				audit__tick(o.audit, 1795860000000000000ull + (uint64_t)((now_s() - t0) * 1e9));
+		}
+		pipeline__finish(p);
+		if (o.audit)
+			audit__close(o.audit, 1795860000000000000ull + (uint64_t)((now_s() - t0) * 1e9));
+		double dt = now_s() - t0;
+		struct pipeline_stats st;
+		pipeline__stats(p, &st);
+		printf("pipeline %s audit chain (parse, identity, resources, detectors, JSON): %llu transactions in %.3f s: "
+		       "%.0f transactions/s on one core, %.2f µs each; %llu JWT decodes, %llu cache hits\n",
+		       with_audit ? "with" : "without", (unsigned long long)o.n, dt, o.n / dt, dt * 1e6 / (double)o.n,
+		       (unsigned long long)st.identity.jwt_decoded, (unsigned long long)st.identity.jwt_cache_hits);
+		pipeline__free(p);
+		jbuf_free(&o.jb);
+		if (with_audit) {
+			char cmd[256];
+			snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+			if (system(cmd) != 0)
+				fprintf(stderr, "could not remove %s\n", dir);
+		}
+		if (o.n != N)
+			return 1;
 	}
-	pipeline__finish(p);
-	double dt = now_s() - t0;
-	struct pipeline_stats st;
-	pipeline__stats(p, &st);
-	printf("pipeline (parse, identity, resources, detectors, JSON): %zu records (%.1f MB), %llu transactions in "
-	       "%.3f s: %.0f transactions/s on one core, %.2f µs each; %.1f MB of JSON, %llu alerts, %llu JWT decodes, "
-	       "%llu cache hits\n",
-	       nrec, alen / 1e6, (unsigned long long)o.n, dt, o.n / dt, dt * 1e6 / (double)o.n, o.bytes / 1e6,
-	       (unsigned long long)o.alerts, (unsigned long long)st.identity.jwt_decoded,
-	       (unsigned long long)st.identity.jwt_cache_hits);
-	pipeline__free(p);
-	jbuf_free(&o.jb);
 	free(arena);
-	return o.n == N ? 0 : 1;
+	return 0;
 }
