@@ -52,6 +52,11 @@ void capture__forget_socket(void *c, uint32_t pid, int32_t fd);
 /* Replaces the followed ports (SIGHUP). -EOPNOTSUPP when filtering would be
  * switched on or off: that is fixed at load and needs a restart. */
 int capture__set_ports(struct capture *c, const uint16_t *ports, size_t n);
+/* What capture knows of pid's TLS: the OpenSSL it hooked for it ("" none),
+ * whether it was seen speaking TLS phiwatch could not see. Returns whether
+ * the process was ever looked at. */
+bool capture__proc_tls(struct capture *c, uint32_t pid, char *libssl, size_t n, bool *instrumented,
+		       bool *uninstrumented_seen);
 void capture__close(struct capture *c);   /* detaches all links; NULL ok */
 
 #endif

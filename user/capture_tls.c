@@ -296,6 +296,25 @@ void tls_on_exec(struct capture *c, uint32_t pid, const char *comm)
 
 static void tls_judge(struct capture *c, struct tls_proc *tp);
 
+bool capture__proc_tls(struct capture *c, uint32_t pid, char *libssl, size_t n, bool *instrumented,
+		       bool *uninstrumented_seen)
+{
+	struct tls_proc *tp = tproc_get(c, pid, false);
+
+	libssl[0] = '\0';
+	*instrumented = false;
+	*uninstrumented_seen = false;
+	if (!tp)
+		return false;
+	if (tp->lib) {
+		snprintf(libssl, n, "%s", tp->lib->path);
+		*instrumented = true;
+	}
+	*instrumented |= tp->tls_data;
+	*uninstrumented_seen = tp->reported;
+	return true;
+}
+
 const char *tls_proc_exe(struct capture *c, uint32_t pid)
 {
 	struct tls_proc *tp = tproc_get(c, pid, false);

@@ -10,6 +10,9 @@
 
 #include "audit.h"
 #include "capture.h"
+#include "control.h"
+#include "forensics.h"
+#include "history.h"
 #include "config.h"
 #include "cmd.h"
 #include "json.h"
@@ -20,12 +23,14 @@
 #include "sink_jsonl.h"
 #include "sink_syslog.h"
 
-static volatile sig_atomic_t stop, reload;
+static volatile sig_atomic_t stop, reload, dump_all;
 
 static void on_signal(int sig)
 {
 	if (sig == SIGHUP)
 		reload = 1;
+	else if (sig == SIGUSR1)
+		dump_all = 1;
 	else
 		stop = 1;
 }
@@ -75,6 +80,10 @@ struct run_ctx {
 	struct audit *audit;          /* NULL: audit trail off */
 	struct jbuf jb;               /* one transaction's JSON, shared by every output */
 	uint64_t audit_errors;
+	struct history *hist;         /* NULL: forensics off */
+	struct forensics *fx;
+	struct capture *cap;
+	uint64_t start_ns;
 };
 
 static uint64_t realtime_ns(void)
@@ -83,6 +92,112 @@ static uint64_t realtime_ns(void)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
+
+/* `phiwatch status`: one JSON object the client turns into a screen. */
+static void status_json(struct run_ctx *r, struct jbuf *b)
+{
+	struct pipeline_stats ps;
+	struct capture_stats cs;
+
+	pipeline__stats(r->pl, &ps);
+	capture__stats(r->cap, &cs);
+	json_obj_open(b, NULL);
+	json_bool(b, "ok", true);
+	json_cstr(b, "version", PHIWATCH_VERSION);
+	json_u64(b, "pid", (uint64_t)getpid());
+	json_u64(b, "uptime_s", (realtime_ns() - r->start_ns) / 1000000000ull);
+	json_u64(b, "tracepoints", cs.tracepoints);
+	json_u64(b, "tls_libraries_hooked", cs.tls_libs);
+	json_u64(b, "tls_uninstrumented_processes", cs.tls_uninstrumented);
+	json_u64(b, "events", cs.ring_events);
+	json_u64(b, "transactions", ps.transactions);
+	json_u64(b, "connections_live", ps.conn.conns_live);
+	uint64_t drops = 0;
+	for (unsigned i = 0; i < PW_DROP__MAX; i++)
+		drops += cs.drops[i];
+	json_u64(b, "drops_total", drops);
+	uint64_t alerts = 0;
+	for (unsigned i = 0; i < DETECT_RULE__MAX; i++)
+		alerts += ps.detect.alerts[i];
+	json_u64(b, "alerts_total", alerts);
+	json_u64(b, "principals_live", ps.detect.principals_live);
+	if (r->audit) {
+		struct audit_stats as;
+		audit__stats(r->audit, &as);
+		json_obj_open(b, "audit");
+		json_u64(b, "last_seq", as.last_seq);
+		json_u64(b, "records_written", as.records_written);
+		json_u64(b, "records_lost", as.records_lost);
+		json_u64(b, "unsynced", as.unsynced);
+		json_u64(b, "segment", as.segment);
+		json_obj_close(b);
+	}
+	if (r->hist) {
+		struct history_stats hs;
+		history__stats(r->hist, &hs);
+		json_obj_open(b, "forensics");
+		json_u64(b, "history_entries", hs.entries);
+		json_u64(b, "history_bytes", hs.bytes);
+		json_obj_close(b);
+	}
+	json_obj_close(b);
+}
+
+/* Manifest facts from the capture side. */
+static void proc_tls(void *ctx, uint32_t pid, struct forensics_proc_tls *out)
+{
+	struct run_ctx *r = ctx;
+	bool inst, unseen;
+
+	out->known = capture__proc_tls(r->cap, pid, out->libssl, sizeof(out->libssl), &inst, &unseen);
+	out->instrumented = inst;
+	if (unseen)
+		snprintf(out->note, sizeof(out->note), "seen speaking TLS through a library phiwatch cannot hook");
+}
+
+/* Every dump's SHA-256 goes into the audit chain. */
+static void on_dump(void *ctx, const struct forensics_trigger *t, const struct forensics_dump_info *d)
+{
+	struct run_ctx *r = ctx;
+	struct jbuf b;
+
+	log_info("forensic dump %s (%llu transactions, %llu bytes)", d->path, (unsigned long long)d->transactions,
+		 (unsigned long long)d->bytes);
+	if (!r->audit)
+		return;
+	jbuf_init(&b);
+	forensics_note_json(t, d, &b);
+	audit__note(r->audit, d->ts_ns, "forensic_dump", b.p);
+	jbuf_free(&b);
+}
+
+/* The control socket: dump and status. */
+static void on_control(void *ctx, const cJSON *req, struct jbuf *resp)
+{
+	struct run_ctx *r = ctx;
+	const cJSON *cmd = cJSON_GetObjectItemCaseSensitive(req, "cmd");
+
+	if (cJSON_IsString(cmd) && !strcmp(cmd->valuestring, "dump")) {
+		if (!r->fx) {
+			json_obj_open(resp, NULL);
+			json_bool(resp, "ok", false);
+			json_cstr(resp, "error", "forensics is disabled (forensics.enabled)");
+			json_obj_close(resp);
+			return;
+		}
+		forensics__handle_request(r->fx, r->hist, req, resp);
+		return;
+	}
+	if (cJSON_IsString(cmd) && !strcmp(cmd->valuestring, "status")) {
+		status_json(r, resp);
+		return;
+	}
+	json_obj_open(resp, NULL);
+	json_bool(resp, "ok", false);
+	json_cstr(resp, "error", "unknown command (dump, status)");
+	json_obj_close(resp);
+}
+
 
 /* Capture loss is a gap in the trail: one GAP record per change of the counters. */
 static void note_drops(struct run_ctx *r, struct capture *cap, uint64_t *seen)
@@ -125,16 +240,24 @@ static void on_txn(void *ctx, const struct txn *t)
 	if (r->audit && audit__append_txn(r->audit, t->ts_start, r->jb.p, r->jb.len) != 0 && !r->audit_errors++)
 		log_error("the audit trail refuses records (audit.on_disk_full is \"stop\"): they are counted lost");
 	sink_jsonl_txn_line(r->events, t, r->jb.p, r->jb.len);
+	if (r->hist) {
+		struct history_bytes hb = { .req = t->req_raw, .req_len = t->req_raw_len, .resp = t->resp_raw,
+					    .resp_len = t->resp_raw_len };
+		history__add(r->hist, t, r->jb.p, r->jb.len, &hb);
+	}
 }
 
 
 
-/* Every alert: the alerts file, syslog, and a line on stderr. */
+/* Every alert: the alerts file, syslog, a line on stderr, and a forensic
+ * dump when it is severe enough (rate-limited per rule and principal). */
 static void on_alert(void *ctx, const struct alert *a)
 {
 	struct run_ctx *r = ctx;
 
 	r->alerts_n++;
+	if (r->fx && r->hist)
+		forensics__on_alert(r->fx, a, r->hist, NULL, 0, NULL);
 	if (r->alerts)
 		sink_jsonl_alert(r->alerts, a);
 	if (r->syslog)
@@ -374,6 +497,7 @@ int cmd_run(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
+	sigaction(SIGUSR1, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
 	size_t rb = 4096;
@@ -391,13 +515,48 @@ int cmd_run(int argc, char **argv)
 	struct pipeline_opts po = { .realtime_offset_ns = capture__realtime_offset(cap), .on_txn = on_txn,
 				    .ctx = &rctx, .on_evict = capture__forget_socket, .evict_ctx = cap,
 				    .identity = &cfg.identity, .resource = &cfg.resource, .detect = &cfg.detect,
-				    .on_alert = on_alert, .alert_ctx = &rctx };
+				    .on_alert = on_alert, .alert_ctx = &rctx,
+				    .keep_raw = cfg.forensics.enabled ? 4096 : 0 };
 	po.limits = cfg.limits;
 	rctx.pl = pipeline__new(&po);
 	if (!rctx.pl) {
 		log_error("out of memory");
 		goto out_cap;
 	}
+	rctx.cap = cap;
+	rctx.start_ns = realtime_ns();
+	struct control *ctl = NULL;
+	if (cfg.forensics.enabled) {
+		rctx.hist = history__new((size_t)cfg.forensics.memory_mb << 20);
+		struct forensics_opts fo;
+		forensics_opts_default(&fo);
+		fo.dir = cfg.forensics.dir;
+		fo.max_total_bytes = (uint64_t)cfg.forensics.max_total_mb << 20;
+		fo.per_key_interval_s = cfg.forensics.per_key_interval_s;
+		fo.min_severity = (int)cfg.forensics.min_severity;
+		fo.proc_info = proc_tls;
+		fo.proc_ctx = &rctx;
+		fo.on_dump = on_dump;
+		fo.dump_ctx = &rctx;
+		static uint8_t enc[FORENSICS_KEY_LEN];
+		if (cfg.audit.o.enc_key_path) {
+			/* dumps hold PHI: encrypted like the audit trail when it is */
+			if (audit_key_load(cfg.audit.o.enc_key_path, enc, cerr, sizeof(cerr)) != 0) {
+				log_error("forensics: %s", cerr);
+				goto out_pl;
+			}
+			fo.enc_key = enc;
+		}
+		rctx.fx = forensics__new(&fo, cerr, sizeof(cerr));
+		if (!rctx.hist || !rctx.fx) {
+			log_error("forensics: %s", rctx.fx ? "out of memory" : cerr);
+			goto out_pl;
+		}
+		history__set_secret_headers(rctx.hist, cfg.identity.apikey_headers, cfg.identity.napikey);
+	}
+	ctl = control__new(cfg.control_socket);
+	if (!ctl)
+		log_warn("control socket %s: %s (dump and status unavailable)", cfg.control_socket, strerror(errno));
 	if (rctx.rec && record_write_header(rctx.rec, po.realtime_offset_ns) != 0) {
 		log_error("%s: writing the header failed", record);
 		goto out_pl;
@@ -421,6 +580,15 @@ int cmd_run(int argc, char **argv)
 			reload = 0;
 			do_reload(cpath, &cfg, rctx.pl, cap);
 		}
+		if (dump_all) {
+			dump_all = 0;
+			if (rctx.fx) {
+				struct forensics_trigger t = { .kind = FORENSICS_TRIGGER_SIGNAL, .signal_name = "SIGUSR1" };
+				forensics__dump(rctx.fx, &t, rctx.hist, NULL, NULL, 0, NULL);
+			}
+		}
+		if (ctl)
+			control__poll(ctl, on_control, &rctx);
 		err = capture__poll(cap);
 		if (err) {
 			log_error("reading events failed: %s", strerror(-err));
@@ -457,9 +625,12 @@ int cmd_run(int argc, char **argv)
 		rc = 1;
 	}
 	rctx.rec = NULL;
+	control__free(ctl);
 	capture__close(cap);
 	cmd_print_stats(&ps, cs.ring_events, cs.bad_events, sink.lines, sink.write_errors, have_audit ? &as : NULL);
 	pipeline__free(rctx.pl);
+	forensics__free(rctx.fx);
+	history__free(rctx.hist);
 	if (rctx.alerts && sink_jsonl_close(rctx.alerts) != 0)
 		rc = 1;
 	sink_syslog__free(rctx.syslog);
@@ -467,6 +638,8 @@ int cmd_run(int argc, char **argv)
 	return rc;
 
 out_pl:
+	forensics__free(rctx.fx);
+	history__free(rctx.hist);
 	pipeline__free(rctx.pl);
 out_cap:
 	capture__close(cap);

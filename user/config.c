@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "pipeline.h"
+#include "control.h"
 #include "sink_syslog.h"
 
 enum ktype {
@@ -108,6 +109,13 @@ static const struct key keys[] = {
 	{ "audit.retention_days", K_U32, OFF(audit.o.retention_days), 0, 36500, "delete segments older than this (0: never)" },
 	{ "audit.compress_level", K_U32, OFF(audit.o.compress_level), 1, 9, "zlib level for closed segments (1 fastest)" },
 	{ "audit.on_disk_full", K_ONFULL, OFF(audit.on_full), 0, 0, "\"continue\" (count losses, retry) or \"stop\"" },
+	{ "forensics.enabled", K_BOOL, OFF(forensics.enabled), 0, 0, "history in memory, dumps on alerts and requests" },
+	{ "forensics.memory_mb", K_U32, OFF(forensics.memory_mb), 1, 65536, "history memory budget" },
+	{ "forensics.max_total_mb", K_U32, OFF(forensics.max_total_mb), 1, 1048576, "all dumps together" },
+	{ "forensics.per_key_interval_s", K_U32, OFF(forensics.per_key_interval_s), 0, 86400, "one alert dump per (rule, principal) per interval" },
+	{ "forensics.min_severity", K_U32, OFF(forensics.min_severity), 1, 4, "alerts at or above this severity dump (3 high)" },
+	{ "forensics.dir", K_STR, OFF(forensics.dir), 0, 0, "dumps (default state_dir/forensics)" },
+	{ "control.socket", K_STR, OFF(control_socket), 0, 0, "the root-only control socket (dump, status)" },
 	{ "resource.templates", K_STRLIST, OFF(str.templates), RESOURCE_MAX_TEMPLATES, RESOURCE_TEMPLATE_MAX,
 	  "route templates with {patient}", OFF(resource.templates), OFF(resource.ntemplates), NULL },
 };
@@ -125,6 +133,12 @@ int config_init(struct config *c)
 	snprintf(c->alerts.facility, sizeof(c->alerts.facility), "authpriv");
 	c->alerts.facility_value = sink_syslog_facility("authpriv");
 	c->audit.enabled = true;
+	c->forensics.enabled = true;
+	c->forensics.memory_mb = 64;
+	c->forensics.max_total_mb = 1024;
+	c->forensics.per_key_interval_s = 300;
+	c->forensics.min_severity = 3;
+	snprintf(c->control_socket, sizeof(c->control_socket), "%s", CONTROL_DEFAULT_PATH);
 	snprintf(c->audit.on_full, sizeof(c->audit.on_full), "continue");
 	audit_opts_default(&c->audit.o);
 	c->audit.o.segment_max_bytes >>= 20; /* MiB in the file; bytes after config_finish */
@@ -146,6 +160,8 @@ void config_finish(struct config *c)
 	if (!c->audit.initial_key_path[0])
 		snprintf(c->audit.initial_key_path, sizeof(c->audit.initial_key_path), "%.200s/audit-initial.key",
 			 c->state_dir);
+	if (!c->forensics.dir[0])
+		snprintf(c->forensics.dir, sizeof(c->forensics.dir), "%.200s/forensics", c->state_dir);
 	c->audit.o.dir = c->audit.dir;
 	c->audit.o.initial_key_path = c->audit.initial_key_path;
 	c->audit.o.enc_key_path = c->audit.enc_key_path[0] ? c->audit.enc_key_path : NULL;

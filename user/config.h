@@ -62,6 +62,15 @@ struct config {
 		char on_full[16];                  /* "continue" | "stop" */
 		struct audit_opts o;               /* paths pointed at the strings above by config_finish */
 	} audit;
+	struct {
+		bool enabled;                      /* keep a recent history and dump it on alerts/requests */
+		uint32_t memory_mb;                /* history budget */
+		uint32_t max_total_mb;             /* all dumps together */
+		uint32_t per_key_interval_s;       /* one alert dump per (rule, principal) per interval */
+		uint32_t min_severity;             /* alerts at or above this dump */
+		char dir[CONFIG_STR];              /* "" = state_dir/forensics */
+	} forensics;
+	char control_socket[CONFIG_STR];
 	struct config_strings str;
 };
 

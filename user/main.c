@@ -26,6 +26,8 @@ static const struct cmd {
 	{ "run", cmd_run, "watch HTTP API calls on this host (root)" },
 	{ "replay", cmd_replay, "run the pipeline over a recorded capture or a transactions JSONL" },
 	{ "audit", cmd_audit, "verify the audit trail, or query it (who accessed which patient)" },
+	{ "dump", cmd_dump, "ask the running agent for a forensic dump (root)" },
+	{ "status", cmd_status, "a summary of the running agent (root)" },
 	{ "version", cmd_version, "print the version" },
 };
 

@@ -145,6 +145,7 @@ struct pipeline *pipeline__new(const struct pipeline_opts *o)
 		return NULL;
 	}
 	conn_table__enrich(p->ct, p->ident, p->res);
+	conn_table__keep_raw(p->ct, o->keep_raw);
 	if (o->on_alert) {
 		struct detect_opts dopt;
 		if (!o->detect)

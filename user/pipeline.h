@@ -31,6 +31,7 @@ struct pipeline_opts {
 	const struct detect_opts *detect;      /* NULL: defaults */
 	alert_fn on_alert;                     /* NULL: detection off */
 	void *alert_ctx;
+	size_t keep_raw;                       /* captured bytes kept per request/response (forensics) */
 };
 
 struct pipeline_stats {

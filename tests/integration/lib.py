@@ -238,6 +238,8 @@ class Agent:
         self.state_dir = self.tmp / f"{name}.state"
         config = dict(config or {})
         config.setdefault("state_dir", str(self.state_dir))
+        config.setdefault("control", {"socket": str(self.tmp / f"{name}.control.sock")})
+        self.control = Path(config["control"]["socket"])
         self.config = self.tmp / f"{name}.config.json"
         self.config.write_text(json.dumps(config))
         self.extra_args = list(extra_args)
