@@ -56,7 +56,7 @@ FUZZ_TIME  ?= 60
 
 DEPS_APT   := clang llvm make gcc pkg-config libbpf-dev bpftool libelf-dev zlib1g-dev libcjson-dev \
               libssl-dev libcmocka-dev uthash-dev libcapstone-dev libcap-dev libclang-rt-14-dev nginx curl wrk rsyslog tshark \
-              python3 openssl procps iproute2 hyperfine bpftrace
+              python3 openssl procps iproute2 hyperfine bpftrace systemd man-db groff-base
 
 .PHONY: all deps run test unit integration fuzz fuzz-smoke bench install clean
 
@@ -157,8 +157,29 @@ fuzz: $(FUZZ_BIN)
 	  $$f $$dict -max_total_time=$(FUZZ_TIME) -print_final_stats=1 $$corpus $$( [ -d $$seeds ] && echo $$seeds ) || exit 1; \
 	done
 
+# Everything under $(DESTDIR): the binary in $(prefix)/sbin, the default configuration (0600; an existing one is
+# kept), the systemd unit (ExecStart pointed at the installed binary; /lib/systemd/system whatever the prefix, where
+# Debian keeps packaged units) and phiwatch(8). State and runtime directories are made by the unit at start.
+UNITDIR    ?= /lib/systemd/system
 install: all
-	install -D -m 0755 $(BUILD)/phiwatch $(DESTDIR)$(prefix)/sbin/phiwatch
+	$(call msg,INSTALL,$(DESTDIR)$(prefix)/sbin/phiwatch)
+	$(Q)install -d -m 0755 $(DESTDIR)$(prefix)/sbin $(DESTDIR)/etc/phiwatch $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(prefix)/share/man/man8
+	$(Q)install -m 0755 $(BUILD)/phiwatch $(DESTDIR)$(prefix)/sbin/phiwatch
+	$(Q)if [ -e $(DESTDIR)/etc/phiwatch/phiwatch.json ]; then \
+	  echo "  keeping $(DESTDIR)/etc/phiwatch/phiwatch.json (defaults: dist/phiwatch.json)"; \
+	else install -m 0600 dist/phiwatch.json $(DESTDIR)/etc/phiwatch/phiwatch.json; fi
+	$(Q)sed 's|@SBINDIR@|$(prefix)/sbin|g' dist/phiwatch.service > $(DESTDIR)$(UNITDIR)/phiwatch.service
+	$(Q)chmod 0644 $(DESTDIR)$(UNITDIR)/phiwatch.service
+	$(Q)sed '/^\.TH /s/"phiwatch [0-9.]*"/"phiwatch $(VERSION)"/' dist/phiwatch.8 \
+		> $(DESTDIR)$(prefix)/share/man/man8/phiwatch.8
+	$(Q)gzip -9nf $(DESTDIR)$(prefix)/share/man/man8/phiwatch.8
+	$(Q)chmod 0644 $(DESTDIR)$(prefix)/share/man/man8/phiwatch.8.gz
+
+# A local HTTPS FHIR-like API (nginx), three users and a scraper, the agent and its alerts, in under a minute (root).
+.PHONY: demo
+demo: all
+	$(Q)BUILD=$(BUILD) demo/run.sh
 
 clean:
 	rm -rf $(BUILD)

@@ -13,6 +13,7 @@ struct audit_stats;
 void cmd_print_stats(const struct pipeline_stats *ps, uint64_t ring_events, uint64_t bad_events, uint64_t lines,
 		     uint64_t write_errors, const struct audit_stats *as);
 int cmd_audit(int argc, char **argv);
+int cmd_inventory(int argc, char **argv);
 int cmd_dump(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 

@@ -17,6 +17,7 @@
 #include "cmd.h"
 #include "json.h"
 #include "log.h"
+#include "metrics.h"
 #include "privs.h"
 #include "state.h"
 #include "record.h"
@@ -91,6 +92,36 @@ static uint64_t realtime_ns(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* A scrape of the metrics endpoint: the same counters as the stats line and `status`. */
+static void metrics_fill(void *ctx, struct metrics_snapshot *m)
+{
+	struct run_ctx *r = ctx;
+	struct pipeline_stats ps;
+	struct capture_stats cs;
+
+	pipeline__stats(r->pl, &ps);
+	capture__stats(r->cap, &cs);
+	metrics_fill_pipeline(m, &ps);
+	m->version = PHIWATCH_VERSION;
+	m->start_time_ns = r->start_ns;
+	if (cs.ring_events)
+		m->events = cs.ring_events;
+	m->bad_events += cs.bad_events;
+	metrics_pair_add(m->drops, &m->ndrops, "bad_records", cs.bad_events);
+	m->tls_libraries = cs.tls_libs;
+	m->tls_uninstrumented = cs.tls_uninstrumented;
+	if (r->audit) {
+		struct audit_stats as;
+		audit__stats(r->audit, &as);
+		metrics_fill_audit(m, &as);
+	}
+	if (r->hist) {
+		struct history_stats hs;
+		history__stats(r->hist, &hs);
+		metrics_pair_add(m->tables, &m->ntables, "forensics_history", hs.bytes);
+	}
 }
 
 /* `phiwatch status`: one JSON object the client turns into a screen. */
@@ -557,6 +588,15 @@ int cmd_run(int argc, char **argv)
 	ctl = control__new(cfg.control_socket);
 	if (!ctl)
 		log_warn("control socket %s: %s (dump and status unavailable)", cfg.control_socket, strerror(errno));
+	struct metrics_server *msrv = NULL;
+	if (cfg.metrics.enabled) {
+		msrv = metrics_server__new(cfg.metrics.listen, cerr, sizeof(cerr));
+		if (!msrv) {
+			log_error("%s", cerr);
+			goto out_pl;
+		}
+		log_info("metrics at http://%s/metrics", metrics_server__address(msrv));
+	}
 	if (rctx.rec && record_write_header(rctx.rec, po.realtime_offset_ns) != 0) {
 		log_error("%s: writing the header failed", record);
 		goto out_pl;
@@ -589,6 +629,7 @@ int cmd_run(int argc, char **argv)
 		}
 		if (ctl)
 			control__poll(ctl, on_control, &rctx);
+		metrics_server__poll(msrv, metrics_fill, &rctx);
 		err = capture__poll(cap);
 		if (err) {
 			log_error("reading events failed: %s", strerror(-err));
@@ -626,6 +667,7 @@ int cmd_run(int argc, char **argv)
 	}
 	rctx.rec = NULL;
 	control__free(ctl);
+	metrics_server__free(msrv);
 	capture__close(cap);
 	cmd_print_stats(&ps, cs.ring_events, cs.bad_events, sink.lines, sink.write_errors, have_audit ? &as : NULL);
 	pipeline__free(rctx.pl);

@@ -9,6 +9,7 @@
 
 #include "pipeline.h"
 #include "control.h"
+#include "metrics.h"
 #include "sink_syslog.h"
 
 enum ktype {
@@ -115,6 +116,8 @@ static const struct key keys[] = {
 	{ "forensics.per_key_interval_s", K_U32, OFF(forensics.per_key_interval_s), 0, 86400, "one alert dump per (rule, principal) per interval" },
 	{ "forensics.min_severity", K_U32, OFF(forensics.min_severity), 1, 4, "alerts at or above this severity dump (3 high)" },
 	{ "forensics.dir", K_STR, OFF(forensics.dir), 0, 0, "dumps (default state_dir/forensics)" },
+	{ "metrics.enabled", K_BOOL, OFF(metrics.enabled), 0, 0, "Prometheus endpoint GET /metrics" },
+	{ "metrics.listen", K_STR, OFF(metrics.listen), 0, 0, "IPv4:port, [IPv6]:port or localhost:port" },
 	{ "control.socket", K_STR, OFF(control_socket), 0, 0, "the root-only control socket (dump, status)" },
 	{ "resource.templates", K_STRLIST, OFF(str.templates), RESOURCE_MAX_TEMPLATES, RESOURCE_TEMPLATE_MAX,
 	  "route templates with {patient}", OFF(resource.templates), OFF(resource.ntemplates), NULL },
@@ -139,6 +142,7 @@ int config_init(struct config *c)
 	c->forensics.per_key_interval_s = 300;
 	c->forensics.min_severity = 3;
 	snprintf(c->control_socket, sizeof(c->control_socket), "%s", CONTROL_DEFAULT_PATH);
+	snprintf(c->metrics.listen, sizeof(c->metrics.listen), "%s", METRICS_DEFAULT_LISTEN);
 	snprintf(c->audit.on_full, sizeof(c->audit.on_full), "continue");
 	audit_opts_default(&c->audit.o);
 	c->audit.o.segment_max_bytes >>= 20; /* MiB in the file; bytes after config_finish */
@@ -354,6 +358,16 @@ int config_parse(struct config *c, const char *name, const char *text, size_t le
 	if (detect_opts_validate(&c->detect, &dkey, &dwhy) != 0) {
 		snprintf(err, errlen, "%s: key \"%s\": %s", name, dkey, dwhy);
 		return -EINVAL;
+	}
+	{
+		struct sockaddr_storage ss;
+		socklen_t sl;
+		bool lo;
+		char merr[200];
+		if (metrics_listen_parse(c->metrics.listen, &ss, &sl, &lo, merr, sizeof(merr)) != 0) {
+			snprintf(err, errlen, "%s: key \"metrics.listen\": %s", name, merr);
+			return -EINVAL;
+		}
 	}
 	if (c->identity.nclaims == 0) {
 		snprintf(err, errlen, "%s: key \"identity.claims\": must name at least one claim", name);

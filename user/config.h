@@ -71,6 +71,10 @@ struct config {
 		char dir[CONFIG_STR];              /* "" = state_dir/forensics */
 	} forensics;
 	char control_socket[CONFIG_STR];
+	struct {
+		bool enabled;                  /* Prometheus endpoint (off by default) */
+		char listen[CONFIG_STR];       /* "127.0.0.1:9464" */
+	} metrics;
 	struct config_strings str;
 };
 

@@ -28,6 +28,7 @@ static const struct cmd {
 	{ "audit", cmd_audit, "verify the audit trail, or query it (who accessed which patient)" },
 	{ "dump", cmd_dump, "ask the running agent for a forensic dump (root)" },
 	{ "status", cmd_status, "a summary of the running agent (root)" },
+	{ "inventory", cmd_inventory, "the API surface seen in the audit trail" },
 	{ "version", cmd_version, "print the version" },
 };
 
