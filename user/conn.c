@@ -670,6 +670,23 @@ static bool starts_like_response(const uint8_t *p, size_t n)
 	return n >= 5 && strncasecmp((const char *)p, "HTTP/", 5) == 0;
 }
 
+/* n requests are known to exist but not what they were: every waiting
+ * request is reported now (its answer can no longer be told apart) and as
+ * many responses as lost requests will not pair. */
+static void requests_lost(struct conn *c, uint32_t n)
+{
+	struct conn_table *ct = c->ct;
+
+	ct->st.requests_lost += n;
+	while (c->qlen) {
+		struct pending *p = q_front(c);
+		ct->st.unanswered_requests++;
+		emit(c, p, p->ts_last, 0, 0, true, NULL);
+		q_pop(c);
+	}
+	c->skip_responses += n;
+}
+
 void conn_table__data(struct conn_table *ct, const struct pw_data *d)
 {
 	struct conn *c = conn_find(ct, d->h.pid, d->fd);
@@ -712,14 +729,7 @@ void conn_table__data(struct conn_table *ct, const struct pw_data *d)
 		ct->st.lost_events += n;
 		c->next_seq[odir] = d->seq_other;
 		if ((int)odir == c->req_dir) {
-			ct->st.requests_lost += n;
-			while (c->qlen) {
-				struct pending *p = q_front(c);
-				ct->st.unanswered_requests++;
-				emit(c, p, p->ts_last, 0, 0, true, NULL);
-				q_pop(c);
-			}
-			c->skip_responses += n;
+			requests_lost(c, n);
 		} else {
 			ct->st.responses_lost += n;
 			c->resp_desync = true;
@@ -732,7 +742,8 @@ void conn_table__data(struct conn_table *ct, const struct pw_data *d)
 		ct->st.lost_bytes += lost;
 		ct->st.lost_events += nlost;
 		if (s == c->req) {
-			ct->st.requests_lost += nlost;
+			if (nlost)
+				requests_lost(c, nlost);
 		} else {
 			ct->st.responses_lost += nlost;
 			c->resp_desync = true;
@@ -746,7 +757,7 @@ void conn_table__data(struct conn_table *ct, const struct pw_data *d)
 	 * counted so that lost calls are accounted for. */
 	if (d->cap_len == 0 && d->total_len > 0 && http1_stream__at_boundary(s)) {
 		if (s == c->req) {
-			ct->st.requests_lost++;
+			requests_lost(c, 1);
 		} else {
 			ct->st.responses_lost++;
 			c->resp_desync = true;
