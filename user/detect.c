@@ -345,6 +345,24 @@ void detect_emit(struct detector *det, enum detect_rule r, struct alert *a)
 	d->fn(d->ctx, a);
 }
 
+void detect_raise(struct detector *det, enum detect_rule r, const struct detect_txn *x, const char *principal,
+		  int severity, const char *message, const struct jbuf *b, uint64_t count, uint64_t threshold,
+		  uint64_t window_s)
+{
+	struct alert a = {
+		.ts_ns = x->ts_ns,
+		.severity = severity,
+		.principal = principal,
+		.pid = x->t->pid,
+		.message = message,
+		.evidence = b->oom ? NULL : b->p,
+		.count = count,
+		.threshold = threshold,
+		.window_s = window_s,
+	};
+	detect_emit(det, r, &a);
+}
+
 struct jbuf *detect_scratch(struct detector *det)
 {
 	jbuf_reset(&det->d->scratch);

@@ -227,6 +227,11 @@ bool detect_admit(struct detector *det, enum detect_rule r, const char *principa
 		  uint64_t ts_ns, int severity);
 /* Emits an admitted alert (a->rule is set from r). */
 void detect_emit(struct detector *det, enum detect_rule r, struct alert *a);
+/* The alert a behavioural detector raises for the call x: evidence is the
+ * JSON object built in b (none if building it ran out of memory). */
+void detect_raise(struct detector *det, enum detect_rule r, const struct detect_txn *x, const char *principal,
+		  int severity, const char *message, const struct jbuf *b, uint64_t count, uint64_t threshold,
+		  uint64_t window_s);
 /* Scratch buffer for evidence, reset. Valid until the next call. */
 struct jbuf *detect_scratch(struct detector *det);
 /* Writes "sample_endpoints":["METHOD target"] for the txn (target cut at 256). */

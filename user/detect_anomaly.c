@@ -85,18 +85,7 @@ static void anomaly_alert(struct detector *det, const struct detect_txn *x,
 		 "minute (alert above %.1fx, floor %u)",
 		 x->principal, rate, ps->baseline > 0 ? rate / ps->baseline : rate, ps->baseline,
 		 o->anomaly.factor, o->anomaly.floor_per_min);
-	struct alert a = {
-		.ts_ns = x->ts_ns,
-		.severity = ALERT_SEV_MEDIUM,
-		.principal = x->principal,
-		.pid = x->t->pid,
-		.message = msg,
-		.evidence = b->oom ? NULL : b->p,
-		.count = (uint64_t)llround(rate),
-		.threshold = (uint64_t)ceil(thr),
-		.window_s = 60,
-	};
-	detect_emit(det, DETECT_RULE_RATE_ANOMALY, &a);
+	detect_raise(det, DETECT_RULE_RATE_ANOMALY, x, x->principal, ALERT_SEV_MEDIUM, msg, b, (uint64_t)llround(rate), (uint64_t)ceil(thr), 60);
 }
 
 static void anomaly_on_txn(struct detector *det, const struct detect_txn *x)

@@ -34,18 +34,7 @@ static void authfail_alert(struct detector *det, const struct detect_txn *x, con
 	snprintf(msg, sizeof(msg), "%s%.128s got %u responses 401/403 within %u s (threshold %u)",
 		 source ? "source " : "", key, n, o->auth_failures.window_s,
 		 o->auth_failures.count);
-	struct alert a = {
-		.ts_ns = x->ts_ns,
-		.severity = ALERT_SEV_MEDIUM,
-		.principal = key,
-		.pid = x->t->pid,
-		.message = msg,
-		.evidence = b->oom ? NULL : b->p,
-		.count = n,
-		.threshold = o->auth_failures.count,
-		.window_s = o->auth_failures.window_s,
-	};
-	detect_emit(det, DETECT_RULE_AUTH_FAILURES, &a);
+	detect_raise(det, DETECT_RULE_AUTH_FAILURES, x, key, ALERT_SEV_MEDIUM, msg, b, n, o->auth_failures.count, o->auth_failures.window_s);
 }
 
 /* Counts one failure for p; alerts when over and alert is set. Returns the count. */

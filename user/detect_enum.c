@@ -231,18 +231,7 @@ static void enum_alert(struct detector *det, const struct detect_txn *x, uint32_
 	json_obj_close(b);
 	snprintf(msg, sizeof(msg), "%.128s touched %u distinct patients within %u s, over the limit of %u",
 		 x->principal, n, o->enumeration.window_s, o->enumeration.max_patients);
-	struct alert a = {
-		.ts_ns = x->ts_ns,
-		.severity = ALERT_SEV_HIGH,
-		.principal = x->principal,
-		.pid = x->t->pid,
-		.message = msg,
-		.evidence = b->oom ? NULL : b->p,
-		.count = n,
-		.threshold = o->enumeration.max_patients,
-		.window_s = o->enumeration.window_s,
-	};
-	detect_emit(det, DETECT_RULE_PATIENT_ENUMERATION, &a);
+	detect_raise(det, DETECT_RULE_PATIENT_ENUMERATION, x, x->principal, ALERT_SEV_HIGH, msg, b, n, o->enumeration.max_patients, o->enumeration.window_s);
 }
 
 static void enum_on_txn(struct detector *det, const struct detect_txn *x)

@@ -194,18 +194,7 @@ static void export_alert(struct detector *det, const struct detect_txn *x,
 	snprintf(msg, sizeof(msg), "%.128s made %u exports within %u s (threshold %u), the last a %s",
 		 x->principal, s->n, o->bulk_export.window_s, o->bulk_export.count,
 		 detect_export_kind_name(kind));
-	struct alert a = {
-		.ts_ns = x->ts_ns,
-		.severity = ALERT_SEV_HIGH,
-		.principal = x->principal,
-		.pid = x->t->pid,
-		.message = msg,
-		.evidence = b->oom ? NULL : b->p,
-		.count = s->n,
-		.threshold = o->bulk_export.count,
-		.window_s = o->bulk_export.window_s,
-	};
-	detect_emit(det, DETECT_RULE_BULK_EXPORT, &a);
+	detect_raise(det, DETECT_RULE_BULK_EXPORT, x, x->principal, ALERT_SEV_HIGH, msg, b, s->n, o->bulk_export.count, o->bulk_export.window_s);
 }
 
 static void export_on_txn(struct detector *det, const struct detect_txn *x)

@@ -60,17 +60,7 @@ static void hipaa_emit(struct detector *det, const struct detect_txn *x, enum de
 {
 	detect_json_endpoint(b, x);
 	json_obj_close(b);
-	struct alert a = {
-		.ts_ns = x->ts_ns,
-		.severity = sev,
-		.principal = x->principal,
-		.pid = x->t->pid,
-		.message = msg,
-		.evidence = b->oom ? NULL : b->p,
-		.count = count,
-		.threshold = thr,
-	};
-	detect_emit(det, r, &a);
+	detect_raise(det, r, x, x->principal, sev, msg, b, count, thr, 0);
 }
 
 static void check_basic(struct detector *det, const struct detect_txn *x)

@@ -41,18 +41,7 @@ static void rate_exceeded(struct detector *det, const struct detect_txn *x, stru
 	json_obj_close(b);
 	snprintf(msg, sizeof(msg), "%.128s made %u requests in %.3f s, over the limit of %u per %u s",
 		 x->principal, n, span / 1000.0, o->rate.limit, o->rate.window_s);
-	struct alert a = {
-		.ts_ns = x->ts_ns,
-		.severity = ALERT_SEV_MEDIUM,
-		.principal = x->principal,
-		.pid = x->t->pid,
-		.message = msg,
-		.evidence = b->oom ? NULL : b->p,
-		.count = n,
-		.threshold = o->rate.limit,
-		.window_s = o->rate.window_s,
-	};
-	detect_emit(det, DETECT_RULE_RATE_LIMIT_EXCEEDED, &a);
+	detect_raise(det, DETECT_RULE_RATE_LIMIT_EXCEEDED, x, x->principal, ALERT_SEV_MEDIUM, msg, b, n, o->rate.limit, o->rate.window_s);
 }
 
 static void rate_not_enforced(struct detector *det, const struct detect_txn *x,
@@ -79,18 +68,7 @@ static void rate_not_enforced(struct detector *det, const struct detect_txn *x,
 		 "%u requests by %.128s past the limit of %u per %u s were answered 2xx (%u were "
 		 "refused): the API does not enforce its rate limit",
 		 ps->beyond_2xx, x->principal, o->rate.limit, o->rate.window_s, ps->beyond_other);
-	struct alert a = {
-		.ts_ns = x->ts_ns,
-		.severity = ALERT_SEV_HIGH,
-		.principal = x->principal,
-		.pid = x->t->pid,
-		.message = msg,
-		.evidence = b->oom ? NULL : b->p,
-		.count = ps->beyond_2xx,
-		.threshold = o->rate.not_enforced_min,
-		.window_s = o->rate.window_s,
-	};
-	detect_emit(det, DETECT_RULE_RATE_LIMIT_NOT_ENFORCED, &a);
+	detect_raise(det, DETECT_RULE_RATE_LIMIT_NOT_ENFORCED, x, x->principal, ALERT_SEV_HIGH, msg, b, ps->beyond_2xx, o->rate.not_enforced_min, o->rate.window_s);
 }
 
 static void rate_on_txn(struct detector *det, const struct detect_txn *x)
