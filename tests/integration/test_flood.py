@@ -21,6 +21,8 @@ import subprocess
 import threading
 import time
 
+from pathlib import Path
+
 import lib
 
 FLOOD = lib.HERE / "flood_client.py"
@@ -113,19 +115,23 @@ def flood_case(ctx, mode, pause_s, max_per_proc):
     lib.require_agent()
     lib.require_tools(lib.NGINX, lib.OPENSSL)
     ng = lib.Nginx(ctx).start()
-    agent = lib.Agent(ctx, config={"capture": {"ringbuf_mb": 1}}).start()
+    alerts = Path(ctx.tmp) / "alerts.jsonl"
+    agent = lib.Agent(ctx, config={"capture": {"ringbuf_mb": 1}, "alerts": {"syslog": False}},
+                      extra_args=["--alerts", str(alerts)]).start()
     t0 = time.monotonic()
     # A consumer that falls behind: the agent (our own child, by pid) is
     # stopped for pause_s out of every PULSE_S while the clients run, so the
     # 1 MiB ring overflows in many separate bursts (losses start and end
     # mid-connection, where pairing mistakes would show).
-    state = {"stopped": False, "pulses": 0}
+    state = {"stopped": False, "pulses": 0, "first_pause_ns": None}
     done = threading.Event()
 
     def pulse():
         for _ in range(int((SECONDS + 30) / PULSE_S)):
             if done.wait(PULSE_S - pause_s):
                 return
+            if state["first_pause_ns"] is None:
+                state["first_pause_ns"] = time.time_ns()
             os.kill(agent.popen.pid, signal.SIGSTOP)
             state["stopped"] = True
             time.sleep(pause_s)
@@ -152,6 +158,19 @@ def flood_case(ctx, mode, pause_s, max_per_proc):
 
     st = res.stats
     drops = st["drops"]
+    if pause_s and st["drops_total"]:
+        # the loss is an alert within about a second, and a gap in the audit chain
+        loss = [json.loads(l) for l in alerts.read_text().splitlines()
+                if json.loads(l)["rule"]["name"] == "capture_loss"]
+        lib.check(loss, "drops counted but no capture_loss alert")
+        first = min(lib.to_epoch_ns(a["@timestamp"]) for a in loss)
+        delay = (first - state["first_pause_ns"]) / 1e9
+        lib.check(delay <= 2.0, f"capture_loss alert {delay:.2f} s after the first overload began")
+        gaps = subprocess.run([str(lib.PHIWATCH), "audit", "query", str(agent.state_dir / "audit"), "--gaps"],
+                              capture_output=True, text=True, timeout=60).stdout
+        lib.check("capture_drop" in gaps, "no capture_drop gap record in the audit chain")
+        ctx.info(f"capture_loss alert {delay:.2f} s after the first pause; {len(loss)} alert line(s); "
+                 f"gap records in the audit chain")
     h = st["http"]
     gen = len(calls)
     lib.check(len({c["path"] for c in calls}) == gen, "harness: request-targets not unique")
