@@ -15,14 +15,16 @@ struct call_args {
 	__s32 fd;
 	__u8 kind;
 	__u8 dir;
-	__u16 _pad;
+	__u8 valid;     /* set at enter, cleared at exit */
+	__u8 _pad;
 };
 
-/* tid -> arguments of the data syscall in flight. */
+/* The arguments of the data syscall in flight, in the calling thread's own
+ * storage: cheaper than a hash map update and delete on every call. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct call_args);
 } args SEC(".maps");
 
@@ -57,9 +59,18 @@ static __always_inline void data_enter(int fd, __u64 ptr, __u64 cnt, __u8 kind, 
 	struct sock_state *ss = bpf_map_lookup_elem(&socks, &key);
 	if (ss && (ss->cls == SC_IGNORE || ss->cls == SC_TLS))
 		return;
-	struct call_args a = { .ptr = ptr, .cnt = cnt, .fd = fd, .kind = kind, .dir = dir };
-	if (bpf_map_update_elem(&args, &tid, &a, BPF_ANY))
+	struct call_args *a = bpf_task_storage_get(&args, bpf_get_current_task_btf(), 0,
+						   BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!a) {
 		drop_count(PW_DROP_ARGS_FULL);
+		return;
+	}
+	a->ptr = ptr;
+	a->cnt = cnt;
+	a->fd = fd;
+	a->kind = kind;
+	a->dir = dir;
+	a->valid = 1;
 }
 
 /* HTTP starts with a method token or "HTTP/": a letter. TLS records start
@@ -128,12 +139,13 @@ static __always_inline void data_exit(long ret, const __u8 kind)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32, tid = (__u32)id;
-	struct call_args *ap = bpf_map_lookup_elem(&args, &tid);
+	struct call_args *ap = bpf_task_storage_get(&args, bpf_get_current_task_btf(), 0, 0);
 
-	if (!ap)
+	if (!ap || !ap->valid)
 		return;
 	struct call_args a = *ap;
-	bpf_map_delete_elem(&args, &tid);
+	ap->valid = 0;
+	(void)tid;
 	if (ret <= 0)
 		return;
 
