@@ -26,7 +26,7 @@ CPPFLAGS   := -Iinclude -Iuser -I$(BUILD) -D_GNU_SOURCE -DPHIWATCH_VERSION='"$(V
 ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) $(CPPFLAGS) -MMD -MP
 CORE_LIBS  := -lcjson -lcrypto -lz -lm
 HOST_LIBS  := -lelf -lcapstone -lcap
-LDLIBS     := -lbpf -ldl $(HOST_LIBS) $(CORE_LIBS)
+LDLIBS     := -lbpf -ldl -lpthread $(HOST_LIBS) $(CORE_LIBS)
 SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 BPF_SRC    := bpf/phiwatch.bpf.c

@@ -34,6 +34,8 @@ struct capture {
 };
 
 uint64_t capture_now_ms(void);
+/* Detaches links concurrently (each detach waits out an RCU grace period). */
+void capture_destroy_links(struct bpf_link **links, unsigned n);
 
 /* capture_tls.c */
 /* Hooks the system's libssl (found by the dynamic loader) and every

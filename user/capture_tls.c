@@ -419,12 +419,22 @@ void tls_free(struct capture *c)
 	struct tls_proc *tp, *tt;
 	struct exe_seen *e, *et;
 
+	unsigned n = 0, k = 0;
+	HASH_ITER(hh, c->libs, lib, lt)
+		n += lib->nlinks;
+	struct bpf_link **all = n ? calloc(n, sizeof(*all)) : NULL;
 	HASH_ITER(hh, c->libs, lib, lt) {
-		for (unsigned i = 0; i < lib->nlinks; i++)
-			bpf_link__destroy(lib->links[i]);
+		for (unsigned i = 0; i < lib->nlinks; i++) {
+			if (all)
+				all[k++] = lib->links[i];
+			else
+				bpf_link__destroy(lib->links[i]);
+		}
 		HASH_DEL(c->libs, lib);
 		free(lib);
 	}
+	capture_destroy_links(all, k);
+	free(all);
 	HASH_ITER(hh, c->tprocs, tp, tt) {
 		HASH_DEL(c->tprocs, tp);
 		free(tp);
