@@ -142,6 +142,14 @@ static __always_inline __u64 sock_key(__u32 tgid, int fd)
 	return ((__u64)tgid << 32) | (__u32)fd;
 }
 
+/* Lost data events by (role, direction): see PW_LOST_SLOTS. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PW_LOST_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost_by_role SEC(".maps");
+
 static __always_inline void drop_count(__u32 reason)
 {
 	__u64 *c = bpf_map_lookup_elem(&drops, &reason);
@@ -331,8 +339,13 @@ static __always_inline void data_send(struct scratch *s, struct sock_state *ss)
 	}
 	VERIFIER_BOUND(n, 2 * PHIWATCH_CAPTURE_BYTES - 1); /* cap_len <= CAP */
 	s->e.h.size = sizeof(struct pw_data) + n;
-	if (bpf_ringbuf_output(&events, &s->e, sizeof(struct pw_data) + n, rb_flags()))
+	if (bpf_ringbuf_output(&events, &s->e, sizeof(struct pw_data) + n, rb_flags())) {
+		__u32 slot = (ss->role < 3 ? ss->role : 0) * 2 + d;
+		__u64 *c = bpf_map_lookup_elem(&lost_by_role, &slot);
 		drop_count(PW_DROP_RINGBUF_DATA);
+		if (c)
+			*c += 1;
+	}
 }
 
 #endif

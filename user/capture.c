@@ -222,6 +222,17 @@ static int handle_event(void *ctx, void *data, size_t size)
 	return 0;
 }
 
+/* Sum of a per-CPU u64 array map's slot k over all CPUs. */
+static uint64_t percpu_sum(const struct bpf_map *m, uint32_t k, uint64_t *vals, int ncpu)
+{
+	uint64_t sum = 0;
+
+	if (bpf_map__lookup_elem(m, &k, sizeof(k), vals, sizeof(uint64_t) * (size_t)ncpu, 0) == 0)
+		for (int i = 0; i < ncpu; i++)
+			sum += vals[i];
+	return sum;
+}
+
 /* Sums the per-CPU drop counters; sends a PW_EV_DROPS record when they moved. */
 static void check_drops(struct capture *c)
 {
@@ -236,10 +247,7 @@ static void check_drops(struct capture *c)
 		return;
 	memset(&r, 0, sizeof(r));
 	for (uint32_t k = 0; k < PW_DROP__MAX; k++) {
-		uint64_t sum = 0;
-		if (bpf_map__lookup_elem(c->skel->maps.drops, &k, sizeof(k), vals, sizeof(uint64_t) * ncpu, 0) == 0)
-			for (int i = 0; i < ncpu; i++)
-				sum += vals[i];
+		uint64_t sum = percpu_sum(c->skel->maps.drops, k, vals, ncpu);
 		r.drops[k] = sum;
 		if (sum != c->drops_last[k]) {
 			log_warn("capture loss: %llu more %s (total %llu)",
@@ -250,6 +258,8 @@ static void check_drops(struct capture *c)
 		c->drops_last[k] = sum;
 		c->st.drops[k] = sum;
 	}
+	for (uint32_t k = 0; k < PW_LOST_SLOTS; k++)
+		r.lost[k] = percpu_sum(c->skel->maps.lost_by_role, k, vals, ncpu);
 	free(vals);
 	if (!changed)
 		return;

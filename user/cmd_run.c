@@ -331,6 +331,14 @@ void cmd_print_stats(const struct pipeline_stats *ps, uint64_t ring_events, uint
 	json_u64(&b, "bad_records", ps->bad_records + bad_events);
 	json_obj_close(&b);
 	json_u64(&b, "drops_total", total);
+	/* kernel data-event losses by the socket's role and direction: with
+	 * requests_shed, every call is accounted for */
+	json_obj_open(&b, "lost_data_events");
+	static const char *slot[PW_LOST_SLOTS] = { "unknown_read", "unknown_write", "server_requests",
+						   "server_responses", "client_responses", "client_requests" };
+	for (unsigned i = 0; i < PW_LOST_SLOTS; i++)
+		json_u64(&b, slot[i], ps->kernel_lost[i]);
+	json_obj_close(&b);
 	json_obj_open(&b, "capture");
 	json_u64(&b, "data_events", ps->data_events);
 	json_u64(&b, "data_bytes", ps->data_bytes);
@@ -350,6 +358,11 @@ void cmd_print_stats(const struct pipeline_stats *ps, uint64_t ring_events, uint
 	json_u64(&b, "requests_lost", ps->conn.requests_lost);
 	json_u64(&b, "responses_lost", ps->conn.responses_lost);
 	json_u64(&b, "lost_events", ps->conn.lost_events);
+	json_obj_open(&b, "requests_shed");
+	json_u64(&b, "server", ps->conn.requests_shed[PW_ROLE_SERVER]);
+	json_u64(&b, "client", ps->conn.requests_shed[PW_ROLE_CLIENT]);
+	json_u64(&b, "unknown", ps->conn.requests_shed[PW_ROLE_UNKNOWN]);
+	json_obj_close(&b);
 	json_u64(&b, "lost_bytes", ps->conn.lost_bytes);
 	json_obj_close(&b);
 	json_obj_open(&b, "alerts");

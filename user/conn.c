@@ -757,6 +757,7 @@ void conn_table__data(struct conn_table *ct, const struct pw_data *d)
 	 * counted so that lost calls are accounted for. */
 	if (d->cap_len == 0 && d->total_len > 0 && http1_stream__at_boundary(s)) {
 		if (s == c->req) {
+			ct->st.requests_shed[c->role < 3 ? c->role : 0]++;
 			requests_lost(c, 1);
 		} else {
 			ct->st.responses_lost++;

@@ -38,6 +38,7 @@ struct conn_stats {
 	uint64_t head_overflows;
 	uint64_t gap_bytes;            /* bytes moved but not captured (capture limit) */
 	uint64_t requests_lost;        /* request-side calls lost whole or whose payload was shed between messages */
+	uint64_t requests_shed[3];     /* of those, payloads shed at a message start, by role (enum pw_role) */
 	uint64_t responses_lost;       /* the same on the response side */
 	uint64_t lost_events;          /* data events the kernel could not deliver, from the sequence gaps */
 	uint64_t lost_bytes;           /* their bytes: fed to the parsers as gaps */

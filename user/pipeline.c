@@ -307,6 +307,7 @@ int pipeline__feed(struct pipeline *p, const void *rec, size_t len)
 			p->st.kernel_drops[i] = dr->drops[i];
 			p->st.kernel_drops_total += dr->drops[i];
 		}
+		memcpy(p->st.kernel_lost, dr->lost, sizeof(p->st.kernel_lost));
 		if (p->det)
 			detect__drops(p->det, h.ts_ns + (uint64_t)p->o.realtime_offset_ns, p->st.kernel_drops,
 				      PW_DROP__MAX, drop_names);

@@ -44,6 +44,7 @@ struct pipeline_stats {
 	uint64_t transactions;
 	uint64_t kernel_drops[PW_DROP__MAX];
 	uint64_t kernel_drops_total;
+	uint64_t kernel_lost[PW_LOST_SLOTS];   /* lost data events by role and direction */
 	uint64_t procs_live;
 	struct conn_stats conn;
 	struct identity_stats identity;

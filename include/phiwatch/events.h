@@ -140,9 +140,16 @@ struct pw_proc_info {
 	char exe[PW_PATH_MAX];   /* NUL-terminated, may be cut */
 };
 
+/* Data events the ring could not take, by the socket's role and the event's
+ * direction: index role * 2 + dir (enum pw_role, enum pw_dir). With the
+ * payloads shed at message starts (counted by userspace) this accounts for
+ * every call: a server's lost requests are [PW_ROLE_SERVER * 2 + PW_DIR_INGRESS]. */
+#define PW_LOST_SLOTS 6
+
 struct pw_drops_rec {
 	struct pw_hdr h;
 	__u64 drops[PW_DROP__MAX + 1]; /* cumulative per reason; last slot unused */
+	__u64 lost[PW_LOST_SLOTS];     /* cumulative lost data events by role and direction */
 };
 
 _Static_assert(sizeof(struct pw_hdr) == 24, "pw_hdr layout");

@@ -10,8 +10,11 @@ What the counters allow (agent-wide, per reason): each lost data event
 read_fault) or unfollowed socket (socks_map_full) damages at most one of these
 sequential calls on one side, so
     sum over both sides of (missing + status-0 + wrong) <= those drops.
-No exact identity (generated == transactions + lost) holds: see the comment
-above the per-socket counters below.
+On nginx's side the accounting is exact: every generated call is a
+server transaction (status 0 when its response was lost), or a request whose
+payload was shed at a message start (http.requests_shed.server), or a request
+event the ring could not take (lost_data_events.server_requests):
+    generated == server transactions + requests_shed.server + lost server requests
 """
 import collections
 import json
@@ -225,6 +228,15 @@ def flood_case(ctx, mode, pause_s, max_per_proc):
                  f"{h['orphan_responses']}, unanswered_requests {h['unanswered_requests']}")
         if tail < 0:
             problems.append(f"lost_events {h['lost_events']} > ringbuf_data {drops['ringbuf_data']}")
+    # Exact identity on the serving side (each call is one request read by nginx).
+    server_txns = len(lib.on_port(res.events, ng.port, "server"))
+    shed = h["requests_shed"]["server"]
+    lost = st["lost_data_events"]["server_requests"]
+    ctx.info(f"exact accounting (server): generated {gen} == transactions {server_txns} + shed {shed} "
+             f"+ lost {lost} = {server_txns + shed + lost}")
+    if gen != server_txns + shed + lost:
+        problems.append(f"server accounting: generated {gen} != transactions {server_txns} + requests shed "
+                        f"{shed} + request events lost {lost}")
     lib.check(st["drops_total"] > 0, "no drops: the flood did not overrun the ring buffer")
     lib.check(not problems, " | ".join(problems))
     lib.expect_unique_sequences(res.events)
