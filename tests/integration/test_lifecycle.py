@@ -271,3 +271,35 @@ def test_lifecycle_bad_config(ctx):
 
 
 test_lifecycle_restarts.timeout = max(120, RESTARTS * 4)
+
+
+def test_lifecycle_unsafe_paths(ctx):
+    """A config file or state directory that others can write is refused:
+    exit 2, one line naming the path and why, nothing attached."""
+    lib.require_agent()
+    before = bpf_ids()
+    open_dir = ctx.tmp / "world-writable"
+    open_dir.mkdir()
+    os.chmod(open_dir, 0o777)
+    cases = []
+    cfg1 = open_dir / "phiwatch.json"
+    cfg1.write_text("{}")
+    cases.append(("config in a world-writable directory", cfg1, str(open_dir)))
+    cfg2 = ctx.tmp / "state-open.json"
+    cfg2.write_text(json.dumps({"state_dir": str(open_dir / "state")}))
+    cases.append(("state directory under a world-writable one", cfg2, str(open_dir)))
+    cfg3 = ctx.tmp / "group-writable.json"
+    cfg3.write_text("{}")
+    os.chmod(cfg3, 0o664)
+    cases.append(("group-writable config", cfg3, str(cfg3)))
+    bad = []
+    for name, cfg, culprit in cases:
+        r = subprocess.run([str(lib.PHIWATCH), "run", "--config", str(cfg), "--events", "/dev/null"],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
+                           env=lib.clean_env())
+        err = r.stderr.strip().splitlines()
+        ctx.info(f"{name}: exit {r.returncode}: {err[:1]}")
+        if r.returncode != 2 or len(err) != 1 or culprit not in err[0] or "writable" not in err[0]:
+            bad.append(f"{name}: exit {r.returncode}, stderr {err}")
+    lib.check(counts(bpf_ids()) == counts(before) or other_agents(), "BPF objects changed")
+    lib.check(not bad, "; ".join(bad))
