@@ -147,7 +147,7 @@ integration: all
 # suite (root + BPF; under CI=true a skip is a failure). One summary line.
 test: deps
 	$(Q)$(MAKE) --no-print-directory all unit $(FUZZ_BIN) $(BUILD)/tests/audit_driver
-	$(Q)BUILD=$(BUILD) PYTHON=$(PYTHON) FUZZ_SMOKE=$${FUZZ_SMOKE:-10} tests/run_all.sh
+	$(Q)BUILD=$(BUILD) PYTHON=$(PYTHON) FUZZ_SMOKE=$${FUZZ_SMOKE:-5} tests/run_all.sh
 
 fuzz: $(FUZZ_BIN)
 	$(Q)for f in $(FUZZ_BIN); do \
