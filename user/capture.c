@@ -381,7 +381,12 @@ int capture__poll(struct capture *c)
 	if (n < 0 && n != -EINTR)
 		return n;
 	uint64_t now = capture_now_ms();
-	tls_tick(c, now);
+	/* rescans are scheduled at 50 ms and more: no need to walk every
+	 * process's entry on each 10 ms poll */
+	if (now - c->last_tls_tick_ms >= 50) {
+		c->last_tls_tick_ms = now;
+		tls_tick(c, now);
+	}
 	if (now - c->last_tick_ms >= 1000) {
 		struct pw_hdr tick = { .type = PW_EV_TICK, .size = sizeof(tick) };
 		struct timespec ts;

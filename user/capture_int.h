@@ -30,6 +30,7 @@ struct capture {
 	struct exe_seen *exes;         /* executables already checked for built-in OpenSSL */
 	uint64_t drops_last[PW_DROP__MAX];
 	uint64_t last_tick_ms;
+	uint64_t last_tls_tick_ms;
 	struct capture_stats st;
 };
 
