@@ -18,6 +18,7 @@
 struct rawbuf {
 	char *p;
 	uint32_t len;
+	uint32_t cap;   /* grows to what was captured, at most the table's raw_cap */
 };
 
 struct pending {
@@ -165,9 +166,20 @@ static void raw_add(const struct conn_table *ct, struct rawbuf *r, const char *p
 {
 	if (!ct->raw_cap || !p || r->len >= ct->raw_cap)
 		return;
-	if (!r->p && !(r->p = malloc(ct->raw_cap)))
-		return;
 	size_t k = n < ct->raw_cap - r->len ? n : ct->raw_cap - r->len;
+	if (r->len + k > r->cap) {
+		/* most heads are a few hundred bytes: grow to fit, not to the cap */
+		size_t ncap = r->cap ? r->cap : 512;
+		while (ncap < r->len + k)
+			ncap *= 2;
+		if (ncap > ct->raw_cap)
+			ncap = ct->raw_cap;
+		char *np = realloc(r->p, ncap);
+		if (!np)
+			return;
+		r->p = np;
+		r->cap = (uint32_t)ncap;
+	}
 	memcpy(r->p + r->len, p, k);
 	r->len += (uint32_t)k;
 }
