@@ -12,7 +12,11 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -812,7 +816,7 @@ static int walk_fail_at(struct audit_verify_result *vr, size_t len, uint64_t seg
 static int walk_segment(struct walker *w, uint64_t seg, const uint8_t *buf, size_t len, rec_cb cb, void *ctx,
 			struct audit_verify_result *vr)
 {
-	char why[200];
+	char why[sizeof(((struct audit_verify_result *)0)->reason)];
 	size_t off = 0;
 
 	w->index = 0;
@@ -1222,6 +1226,10 @@ static int scan_segments(int dfd, struct seg_ent **out, size_t *n)
 struct cjob {
 	uint64_t seg;
 	unsigned kind;            /* SEG_GZ or SEG_AES */
+	int dfd, level;
+	size_t slice;
+	uint8_t ek[AUDIT_KEY_LEN], ek_id[ID_LEN];
+	struct crypto c;          /* the job's own contexts: it may run in its worker */
 	struct bbuf plain;        /* the segment re-framed in plaintext */
 	size_t done;              /* plain bytes fed to deflate */
 	uint64_t seal_ts;
@@ -1233,6 +1241,15 @@ struct cjob {
 	EVP_CIPHER_CTX *cc;
 	EVP_MD_CTX *sha;
 	uint64_t out_bytes;
+	uint8_t digest[AUDIT_HASH_LEN];
+	/* outcome: 2 done, 1 left uncompressed (why), -1 failed (what, err) */
+	int result, err;
+	const char *what;
+	char why[sizeof(((struct audit_verify_result *)0)->reason)];
+	/* the worker (compress_thread) */
+	pthread_t th;
+	bool thread;
+	atomic_bool cancel, done_flag;
 	uint8_t out[65536];
 	uint8_t enc[65536 + 64];
 };
@@ -1288,6 +1305,7 @@ void audit_opts_default(struct audit_opts *o)
 	o->on_full = AUDIT_FULL_CONTINUE;
 	o->compress_level = 1; /* fastest: the trail must keep up with the traffic */
 	o->compress_slice_bytes = 1u << 20;
+	o->compress_thread = false;
 }
 
 static void lost(struct audit *a, uint64_t ts, uint64_t n)
@@ -1794,6 +1812,12 @@ static void job_free(struct audit *a, bool remove_tmp)
 
 	if (!j)
 		return;
+	if (j->thread) {
+		/* a running worker is told to stop between slices (it leaves its .tmp behind for us to remove) */
+		atomic_store_explicit(&j->cancel, true, memory_order_relaxed);
+		pthread_join(j->th, NULL);
+		j->thread = false;
+	}
 	if (j->z_ok)
 		deflateEnd(&j->z);
 	if (j->fd >= 0)
@@ -1802,21 +1826,24 @@ static void job_free(struct audit *a, bool remove_tmp)
 		unlinkat(a->dfd, j->tmp, 0);
 	EVP_CIPHER_CTX_free(j->cc);
 	EVP_MD_CTX_free(j->sha);
+	crypto_free(&j->c);
 	if (j->plain.p)
 		OPENSSL_cleanse(j->plain.p, j->plain.cap);
 	bbuf_free(&j->plain);
 	OPENSSL_cleanse(j->out, sizeof(j->out));
+	OPENSSL_cleanse(j->ek, sizeof(j->ek));
 	free(j);
 	a->job = NULL;
 }
 
-static void job_error(struct audit *a, const char *what, int err)
+/* The job's steps below touch only the job (its own libcrypto contexts, the directory fd, copies of the keys):
+ * they run in the agent's thread (compress_thread off) or in the job's worker. They return 0, 1 (start: the
+ * segment is left uncompressed, why in j->why; step: all input consumed) or -1 (j->what, j->err say why). */
+static int job_fail(struct cjob *j, const char *what, int err)
 {
-	a->st.write_errors++;
-	log_warn("audit: compressing segment %" PRIu64 ": %s: %s; retried in a minute", a->job->seg, what,
-		 strerror(err));
-	job_free(a, true);
-	a->job_retry_ns = a->now_ns + JOB_RETRY_NS;
+	j->what = what;
+	j->err = err ? err : EIO;
+	return -1;
 }
 
 /* Writes compressed bytes out (encrypted when configured) and hashes what reaches the file. */
@@ -1838,61 +1865,43 @@ static int job_emit(struct cjob *j, const uint8_t *p, size_t n)
 	return write_full(j->fd, p, n);
 }
 
-static void job_start(struct audit *a, uint64_t idx)
+static int job_start(struct cjob *j)
 {
 	struct audit_verify_result vr;
 	struct walker w;
-	struct cjob *j = calloc(1, sizeof(*j));
 	int rc;
 
-	if (!j)
-		return;
 	memset(&vr, 0, sizeof(vr));
-	a->job = j;
-	j->fd = -1;
-	j->seg = idx;
-	j->kind = a->enc ? SEG_AES : SEG_GZ;
-	rc = load_segment(a->dfd, idx, SEG_LOG, &a->c, NULL, 0, &j->plain, NULL, NULL, &vr);
+	if (crypto_init(&j->c))
+		return job_fail(j, "libcrypto", ENOMEM);
+	rc = load_segment(j->dfd, j->seg, SEG_LOG, &j->c, NULL, 0, &j->plain, NULL, NULL, &vr);
 	if (rc) {
-		if (rc > 0)
-			log_error("audit: segment %" PRIu64 " left uncompressed: %s", idx, vr.reason);
-		unqueue(a, idx);
-		job_free(a, false);
-		return;
+		snprintf(j->why, sizeof(j->why), "%s", rc > 0 ? vr.reason : "");
+		return 1;
 	}
 	/* check before compressing: a damaged segment stays as it is, for verify to report */
-	walker_init(&w, &a->c, NULL, a->enc ? a->ek : NULL);
+	walker_init(&w, &j->c, NULL, j->kind == SEG_AES ? j->ek : NULL);
 	struct reframe rf = { .b = &j->plain };
-	rc = walk_segment(&w, idx, j->plain.p, j->plain.len, reframe_cb, &rf, &vr);
+	rc = walk_segment(&w, j->seg, j->plain.p, j->plain.len, reframe_cb, &rf, &vr);
 	bool sealed = w.sealed;
 	walker_free(&w);
 	if (rc || !sealed) {
-		if (rc >= 0)
-			log_error("audit: segment %" PRIu64 " left uncompressed: %s", idx,
-				  rc ? vr.reason : "it has no seal");
-		unqueue(a, idx);
-		job_free(a, false);
-		return;
+		snprintf(j->why, sizeof(j->why), "%s", rc < 0 ? "" : rc ? vr.reason : "it has no seal");
+		return 1;
 	}
 	j->plain.len = rf.w;
 	j->seal_ts = rf.seal_ts;
-	seg_name(j->name, sizeof(j->name), idx, j->kind);
+	seg_name(j->name, sizeof(j->name), j->seg, j->kind);
 	snprintf(j->tmp, sizeof(j->tmp), "%.50s.tmp", j->name);
-	unlinkat(a->dfd, j->tmp, 0);
-	j->fd = openat(a->dfd, j->tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (j->fd < 0) {
-		job_error(a, "create", errno);
-		return;
-	}
+	unlinkat(j->dfd, j->tmp, 0);
+	j->fd = openat(j->dfd, j->tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (j->fd < 0)
+		return job_fail(j, "create", errno);
 	j->sha = EVP_MD_CTX_new();
-	if (!j->sha || !EVP_DigestInit_ex2(j->sha, a->c.sha, NULL)) {
-		job_error(a, "sha256", ENOMEM);
-		return;
-	}
-	if (deflateInit2(&j->z, a->o.compress_level, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
-		job_error(a, "deflateInit2", ENOMEM);
-		return;
-	}
+	if (!j->sha || !EVP_DigestInit_ex2(j->sha, j->c.sha, NULL))
+		return job_fail(j, "sha256", ENOMEM);
+	if (deflateInit2(&j->z, j->level, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+		return job_fail(j, "deflateInit2", ENOMEM);
 	j->z_ok = true;
 	j->gzh.os = 3;   /* unix */
 	j->gzh.hcrc = 1; /* gzip header CRC: header fields checked by inflate too */
@@ -1901,27 +1910,23 @@ static void job_start(struct audit *a, uint64_t idx)
 		uint8_t h[AESFILE_HDR];
 		int l;
 		memcpy(h, AESFILE_MAGIC, 8);
-		put_le64(h + 8, idx);
-		memcpy(h + 16, a->ek_id, ID_LEN);
+		put_le64(h + 8, j->seg);
+		memcpy(h + 16, j->ek_id, ID_LEN);
 		j->cc = EVP_CIPHER_CTX_new();
 		if (!j->cc || RAND_bytes(h + 24, NONCE_LEN) != 1 ||
-		    !EVP_EncryptInit_ex(j->cc, a->c.gcm, NULL, a->ek, h + 24) ||
-		    !EVP_EncryptUpdate(j->cc, NULL, &l, h, AESFILE_HDR)) {
-			job_error(a, "AES-GCM", EIO);
-			return;
-		}
-		if (!EVP_DigestUpdate(j->sha, h, AESFILE_HDR) || (rc = write_full(j->fd, h, AESFILE_HDR))) {
-			job_error(a, "write", rc ? -rc : EIO);
-			return;
-		}
+		    !EVP_EncryptInit_ex(j->cc, j->c.gcm, NULL, j->ek, h + 24) ||
+		    !EVP_EncryptUpdate(j->cc, NULL, &l, h, AESFILE_HDR))
+			return job_fail(j, "AES-GCM", EIO);
+		if (!EVP_DigestUpdate(j->sha, h, AESFILE_HDR) || (rc = write_full(j->fd, h, AESFILE_HDR)))
+			return job_fail(j, "write", rc ? -rc : EIO);
 		j->out_bytes += AESFILE_HDR;
 	}
+	return 0;
 }
 
-/* Feeds up to budget bytes; returns 1 when all input has been compressed. */
-static int job_step(struct audit *a, size_t budget)
+/* Feeds up to budget bytes. */
+static int job_step(struct cjob *j, size_t budget)
 {
-	struct cjob *j = a->job;
 	size_t n = j->plain.len - j->done;
 	int e;
 
@@ -1932,77 +1937,94 @@ static int job_step(struct audit *a, size_t budget)
 	do {
 		j->z.next_out = j->out;
 		j->z.avail_out = sizeof(j->out);
-		if (deflate(&j->z, Z_NO_FLUSH) == Z_STREAM_ERROR) {
-			job_error(a, "deflate", EIO);
-			return -1;
-		}
+		if (deflate(&j->z, Z_NO_FLUSH) == Z_STREAM_ERROR)
+			return job_fail(j, "deflate", EIO);
 		e = job_emit(j, j->out, sizeof(j->out) - j->z.avail_out);
-		if (e) {
-			job_error(a, "write", -e);
-			return -1;
-		}
+		if (e)
+			return job_fail(j, "write", -e);
 	} while (j->z.avail_in || !j->z.avail_out);
 	j->done += n;
 	return j->done == j->plain.len;
 }
 
-static void job_finish(struct audit *a)
+/* Ends the stream and puts the file in place (fsynced, renamed); its digest goes to j->digest. */
+static int job_end(struct cjob *j)
 {
-	struct cjob *j = a->job;
-	uint8_t tag[TAG_LEN], digest[AUDIT_HASH_LEN];
-	char log_name[NAME_MAX_LEN];
-	struct jbuf *b = &a->jb;
+	uint8_t tag[TAG_LEN];
 	int zr, e, l;
 
 	do {
 		j->z.next_out = j->out;
 		j->z.avail_out = sizeof(j->out);
 		zr = deflate(&j->z, Z_FINISH);
-		if (zr == Z_STREAM_ERROR) {
-			job_error(a, "deflate", EIO);
-			return;
-		}
+		if (zr == Z_STREAM_ERROR)
+			return job_fail(j, "deflate", EIO);
 		e = job_emit(j, j->out, sizeof(j->out) - j->z.avail_out);
-		if (e) {
-			job_error(a, "write", -e);
-			return;
-		}
+		if (e)
+			return job_fail(j, "write", -e);
 	} while (zr != Z_STREAM_END);
 	if (j->cc) {
 		if (!EVP_EncryptFinal_ex(j->cc, j->enc, &l) ||
-		    !EVP_CIPHER_CTX_ctrl(j->cc, EVP_CTRL_GCM_GET_TAG, TAG_LEN, tag)) {
-			job_error(a, "AES-GCM", EIO);
-			return;
-		}
-		if (!EVP_DigestUpdate(j->sha, tag, TAG_LEN) || (e = write_full(j->fd, tag, TAG_LEN))) {
-			job_error(a, "write", EIO);
-			return;
-		}
+		    !EVP_CIPHER_CTX_ctrl(j->cc, EVP_CTRL_GCM_GET_TAG, TAG_LEN, tag))
+			return job_fail(j, "AES-GCM", EIO);
+		if (!EVP_DigestUpdate(j->sha, tag, TAG_LEN) || write_full(j->fd, tag, TAG_LEN))
+			return job_fail(j, "write", EIO);
 		j->out_bytes += TAG_LEN;
 	}
-	EVP_DigestFinal_ex(j->sha, digest, NULL);
+	EVP_DigestFinal_ex(j->sha, j->digest, NULL);
 	/* mtime = seal time: retention ages closed files by it */
 	struct timespec tm[2] = { { .tv_sec = (time_t)(j->seal_ts / NS_PER_S), .tv_nsec = (long)(j->seal_ts % NS_PER_S) } };
 	tm[1] = tm[0];
-	if (futimens(j->fd, tm) != 0 || fsync(j->fd) != 0) {
-		job_error(a, "fsync", errno);
-		return;
-	}
+	if (futimens(j->fd, tm) != 0 || fsync(j->fd) != 0)
+		return job_fail(j, "fsync", errno);
 	close(j->fd);
 	j->fd = -1;
-	if (renameat(a->dfd, j->tmp, a->dfd, j->name) != 0 || fsync(a->dfd) != 0) {
-		job_error(a, "rename", errno);
-		return;
-	}
+	if (renameat(j->dfd, j->tmp, j->dfd, j->name) != 0 || fsync(j->dfd) != 0)
+		return job_fail(j, "rename", errno);
 	j->tmp[0] = '\0';
-	/* bind the file's bytes to the chain, then drop the .log */
+	return 0;
+}
+
+/* The worker: the whole job at a lower priority than the agent's thread (the watched API comes first; a backlog
+ * of sealed .log segments waits for idle CPU), stopping between 1 MiB slices when told to. */
+static void *job_worker(void *arg)
+{
+	struct cjob *j = arg;
+	int rc;
+
+	errno = 0;
+	int prio = getpriority(PRIO_PROCESS, 0);
+	if (errno == 0)
+		setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), prio + 10 > 19 ? 19 : prio + 10);
+	rc = job_start(j);
+	while (rc == 0) {
+		if (atomic_load_explicit(&j->cancel, memory_order_relaxed)) {
+			rc = job_fail(j, "stopped", ECANCELED);
+			break;
+		}
+		rc = job_step(j, j->slice);
+		if (rc == 1)
+			rc = job_end(j) ? -1 : 2;
+	}
+	j->result = rc;
+	atomic_store_explicit(&j->done_flag, true, memory_order_release);
+	return NULL;
+}
+
+/* In the agent's thread: binds the compressed file to the chain, then drops the .log. */
+static void job_commit(struct audit *a)
+{
+	struct cjob *j = a->job;
+	char log_name[NAME_MAX_LEN];
+	struct jbuf *b = &a->jb;
+
 	jbuf_reset(b);
 	json_obj_open(b, NULL);
 	json_u64(b, "segment", j->seg);
 	json_cstr(b, "file", j->name);
 	json_u64(b, "bytes", j->out_bytes);
 	json_u64(b, "plain_bytes", j->plain.len);
-	jb_hex(b, "sha256", digest, AUDIT_HASH_LEN);
+	jb_hex(b, "sha256", j->digest, AUDIT_HASH_LEN);
 	json_obj_close(b);
 	seg_name(log_name, sizeof(log_name), j->seg, SEG_LOG);
 	unqueue(a, j->seg);
@@ -2015,12 +2037,89 @@ static void job_finish(struct audit *a)
 	job_free(a, false);
 }
 
+/* In the agent's thread: what a job that did not finish leaves (skip: the .log stays as it is; error: retried). */
+static void job_settle(struct audit *a, int rc)
+{
+	struct cjob *j = a->job;
+
+	if (rc > 0) {
+		if (j->why[0])
+			log_error("audit: segment %" PRIu64 " left uncompressed: %s", j->seg, j->why);
+		unqueue(a, j->seg);
+		job_free(a, false);
+		return;
+	}
+	a->st.write_errors++;
+	log_warn("audit: compressing segment %" PRIu64 ": %s: %s; retried in a minute", j->seg, j->what,
+		 strerror(j->err));
+	job_free(a, true);
+	a->job_retry_ns = a->now_ns + JOB_RETRY_NS;
+}
+
+static struct cjob *job_new(struct audit *a, uint64_t idx)
+{
+	struct cjob *j = calloc(1, sizeof(*j));
+
+	if (!j)
+		return NULL;
+	j->fd = -1;
+	j->seg = idx;
+	j->dfd = a->dfd;
+	j->kind = a->enc ? SEG_AES : SEG_GZ;
+	j->level = a->o.compress_level;
+	j->slice = a->o.compress_slice_bytes ? a->o.compress_slice_bytes : 1u << 20;
+	if (a->enc) {
+		memcpy(j->ek, a->ek, sizeof(j->ek));
+		memcpy(j->ek_id, a->ek_id, sizeof(j->ek_id));
+	}
+	return j;
+}
+
 static void compress_tick(struct audit *a, uint64_t now)
 {
-	if (!a->job && a->npend && now >= a->job_retry_ns)
-		job_start(a, a->pend[0]);
-	if (a->job && a->job->fd >= 0 && job_step(a, a->o.compress_slice_bytes) == 1)
-		job_finish(a);
+	struct cjob *j = a->job;
+	int rc;
+
+	if (!j && a->npend && now >= a->job_retry_ns) {
+		if (!(j = a->job = job_new(a, a->pend[0])))
+			return;
+		if (a->o.compress_thread) {
+			if (pthread_create(&j->th, NULL, job_worker, j) == 0) {
+				j->thread = true;
+				return;
+			}
+			log_warn("audit: no compression thread (%s): compressing in the agent's thread", strerror(errno));
+		}
+		if ((rc = job_start(j))) {
+			job_settle(a, rc);
+			return;
+		}
+	}
+	if (!j)
+		return;
+	if (j->thread) {
+		if (!atomic_load_explicit(&j->done_flag, memory_order_acquire))
+			return;
+		pthread_join(j->th, NULL);
+		j->thread = false;
+		if (j->result == 2)
+			job_commit(a);
+		else
+			job_settle(a, j->result);
+		return;
+	}
+	rc = job_step(j, j->slice);
+	if (rc == 1)
+		rc = job_end(j) ? -1 : 2;
+	if (rc == 2)
+		job_commit(a);
+	else if (rc < 0)
+		job_settle(a, rc);
+}
+
+bool audit__compress_busy(const struct audit *a)
+{
+	return a && (a->job || a->npend);
 }
 
 /* ---- retention */
@@ -2063,7 +2162,7 @@ static int read_open(struct audit *a, uint64_t idx, unsigned kind, struct frame 
 		     struct bbuf *tmp)
 {
 	struct audit_verify_result vr;
-	char why[200];
+	char why[sizeof(((struct audit_verify_result *)0)->reason)];
 
 	memset(&vr, 0, sizeof(vr));
 	if (load_segment(a->dfd, idx, kind, &a->c, a->enc ? a->ek : NULL, 8192, tmp, NULL, NULL, &vr))

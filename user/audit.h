@@ -65,7 +65,9 @@
  * Lifecycle. audit__open recovers: the last segment, if open, is scanned; a torn tail is copied to a .torn file,
  * cut, and a RESTART record names its size and digest (a clean-looking tail without STOP also gets a RESTART).
  * audit__close writes STOP and seals the open segment (the next start opens a new one), so a stopped agent leaves
- * nothing re-sealable behind. Sealed segments are compressed (and encrypted) a slice per audit__tick, oldest first.
+ * nothing re-sealable behind. Sealed segments are compressed (and encrypted) oldest first: a slice per audit__tick,
+ * or (compress_thread) by a worker thread at nice +10 that touches only its own job (own libcrypto contexts, a copy
+ * of the key, the directory fd); the owner's audit__tick picks up the finished file and chains its SEGFILE.
  * Writes are buffered and group-committed: a crash loses at most the records after the last fdatasync
  * (fsync_interval_ms; 0 = every record). On a write error the segment is truncated back to its last whole record,
  * the buffered records are counted lost, and a GAP "records_lost" is chained in when writing works again.
@@ -84,7 +86,7 @@
  * Limits (by design): the open segment is protected by the chain only (its key is on the host), and cutting it at
  * a record boundary is indistinguishable from a crash before those records were written; record headers (seq,
  * time, type, length) are not encrypted; one encryption key per trail (changing it needs the old one to read).
- * Not thread-safe: one thread owns a struct audit. verify/query may run beside a live writer (a file compressed
+ * Not thread-safe: one thread owns a struct audit (the compression worker shares nothing with it but the job). verify/query may run beside a live writer (a file compressed
  * or deleted between listing and reading is reported; run again).
  */
 #ifndef PHIWATCH_AUDIT_H
@@ -132,7 +134,9 @@ struct audit_opts {
 	unsigned retention_days;      /* default 2192; 0 = keep forever */
 	enum audit_full_action on_full;
 	int compress_level;           /* zlib level 1..9; 0: the default (6); -1: leave closed segments as .log */
-	size_t compress_slice_bytes;  /* input compressed per audit__tick, default 1 MiB */
+	size_t compress_slice_bytes;  /* input compressed per audit__tick (or per slice of the worker), default 1 MiB */
+	bool compress_thread;         /* compress in a worker thread at a lower priority (the agent); default false:
+				       * a slice per audit__tick in the caller's thread (deterministic, for tests) */
 };
 
 void audit_opts_default(struct audit_opts *o);
@@ -152,6 +156,8 @@ int audit__note(struct audit *a, uint64_t ts_ns, const char *kind, const char *d
 /* Call at least every 100 ms: group-commit fdatasync when due, rotation by age, a slice of compression,
  * retention (checked every minute), retry after a write error. */
 void audit__tick(struct audit *a, uint64_t now_ns);
+/* True while sealed segments wait for compression or a compression job is in flight. */
+bool audit__compress_busy(const struct audit *a);
 /* Flush and fdatasync now (e.g. before acknowledging something). 0 or -errno. */
 int audit__sync(struct audit *a, uint64_t now_ns);
 

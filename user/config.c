@@ -146,6 +146,7 @@ int config_init(struct config *c)
 	snprintf(c->audit.on_full, sizeof(c->audit.on_full), "continue");
 	audit_opts_default(&c->audit.o);
 	c->audit.o.segment_max_bytes >>= 20; /* MiB in the file; bytes after config_finish */
+	c->audit.o.compress_thread = true;   /* the agent's loop never waits on zlib */
 	c->capture.ringbuf_mb = 16;
 	c->capture.poll_ms = 10;
 	pipeline_default_limits(&c->limits);

@@ -9,6 +9,8 @@
 #include <cmocka.h>
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
+#include <time.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -1124,6 +1126,100 @@ static void test_key_files(void **state)
 	tlog_free(&t);
 }
 
+/* ------------------------------------------------------------------ compression in the worker thread */
+
+/* Ticks until the trail has nothing left to compress (bounded: the worker is checked, not slept on). */
+static void wait_compressed(struct audit *a, struct tlog *t)
+{
+	for (int i = 0; i < 20000 && audit__compress_busy(a); i++) {
+		audit__tick(a, t->now);
+		struct timespec ts = { 0, 1000000 };
+		nanosleep(&ts, NULL);
+	}
+	assert_false(audit__compress_busy(a));
+}
+
+static bool any_tmp(const struct tlog *t)
+{
+	DIR *d = opendir(t->dir);
+	struct dirent *e;
+	bool found = false;
+
+	assert_non_null(d);
+	while ((e = readdir(d)))
+		if (strstr(e->d_name, ".tmp"))
+			found = true;
+	closedir(d);
+	return found;
+}
+
+static void test_compress_thread(void **state)
+{
+	(void)state;
+	for (int enc = 0; enc < 2; enc++) {
+		struct tlog t;
+		struct audit_opts o;
+		struct audit_stats st;
+		struct audit_verify_result r;
+		char err[512] = "";
+		struct stat sb;
+
+		tlog_init(&t, enc);
+		audit_opts_default(&o);
+		o.dir = t.dir;
+		o.initial_key_path = t.key;
+		o.enc_key_path = enc ? t.ek : NULL;
+		o.segment_max_age_s = 10;
+		o.compress_level = 6;
+		o.compress_thread = true;
+		o.compress_slice_bytes = 4096; /* many slices: the worker checks for a stop between them */
+		struct audit *a = audit__open(&o, t.now, err, sizeof(err));
+		if (!a)
+			fail_msg("audit__open: %s", err);
+		char e2[256];
+		assert_int_equal(audit_key_load(t.key, t.k0, e2, sizeof(e2)), 0);
+		int n = 0;
+		for (int s = 0; s < 4; s++) {
+			for (int i = 0; i < 200; i++, n++) {
+				txn(a, t.now, n % 2 ? "alice" : "bob", "4711", n);
+				t.now += SEC / 1000;
+			}
+			t.now += 11 * SEC;
+			audit__tick(a, t.now); /* rotation; the worker takes the sealed segment */
+		}
+		wait_compressed(a, &t);
+		audit__stats(a, &st);
+		assert_int_equal(st.segments_compressed, 4);
+		assert_int_equal(st.write_errors, 0);
+		for (uint64_t i = 0; i < 4; i++) {
+			assert_int_equal(stat(seg_path(&t, i, enc ? ".log.gz.aes" : ".log.gz"), &sb), 0);
+			assert_int_not_equal(stat(seg_path(&t, i, ".log"), &sb), 0);
+		}
+		/* a stop while the worker runs: it is told to stop, its .tmp is removed, the .log stays */
+		txn(a, t.now, "carol", "99", n++);
+		t.now += 11 * SEC;
+		audit__tick(a, t.now);
+		assert_true(audit__compress_busy(a));
+		audit__close(a, t.now);
+		assert_false(any_tmp(&t));
+		assert_int_equal(stat(seg_path(&t, 4, ".log"), &sb), 0);
+		assert_int_equal(tverify(&t, &r), 0);
+		assert_int_equal(r.txns, (uint64_t)n);
+		assert_true(r.segments_compressed >= 4);
+		/* the next start finishes the work */
+		a = audit__open(&o, t.now, err, sizeof(err));
+		assert_non_null(a);
+		audit__tick(a, t.now);
+		wait_compressed(a, &t);
+		audit__close(a, t.now);
+		assert_int_equal(tverify(&t, &r), 0);
+		assert_int_equal(r.txns, (uint64_t)n);
+		assert_int_equal(r.segments_compressed, 6);
+		assert_false(any_tmp(&t));
+		tlog_free(&t);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1138,6 +1234,7 @@ int main(void)
 		cmocka_unit_test(test_crash_torn_tail),
 		cmocka_unit_test(test_cut_seal_then_restart),
 		cmocka_unit_test(test_write_failure),
+		cmocka_unit_test(test_compress_thread),
 		cmocka_unit_test(test_encrypted),
 		cmocka_unit_test(test_retention),
 		cmocka_unit_test(test_query),
