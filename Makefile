@@ -105,20 +105,20 @@ $(BUILD)/phiwatch: $(CORE_OBJ) $(HOST_OBJ) $(AGENT_OBJ)
 
 $(BUILD)/tests/%: tests/unit/%.c $(CORE_OBJ) $(HOST_OBJ) | $(BUILD)/tests
 	$(call msg,TEST,$@)
-	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $(filter %.c %.o,$^) -lcmocka $(HOST_LIBS) $(CORE_LIBS) -ldl
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $< $(filter %.o,$^) -lcmocka $(HOST_LIBS) $(CORE_LIBS) -ldl
 
 $(BUILD)/tests-asan/%: tests/unit/%.c $(ASAN_CORE) | $(BUILD)/tests-asan
 	$(call msg,TEST-ASAN,$@)
-	$(Q)$(CC) $(ALL_CFLAGS) $(SAN) -o $@ $(filter %.c %.o,$^) -lcmocka $(HOST_LIBS) $(CORE_LIBS) -ldl
+	$(Q)$(CC) $(ALL_CFLAGS) $(SAN) -o $@ $< $(filter %.o,$^) -lcmocka $(HOST_LIBS) $(CORE_LIBS) -ldl
 
 # Test helper programs (tests/*.c): the audit crash test's writer.
 $(BUILD)/tests/audit_driver: tests/audit_driver.c $(BUILD)/obj/cmd_audit.o $(CORE_OBJ) | $(BUILD)/tests
 	$(call msg,TEST,$@)
-	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $(filter %.c %.o,$^) $(CORE_LIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $< $(filter %.o,$^) $(CORE_LIBS)
 
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(CORE_SRC) | $(BUILD)/fuzz
 	$(call msg,FUZZ,$@)
-	$(Q)$(CLANG) -std=gnu11 -g -O1 $(CPPFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $(filter %.c %.o,$^) $(CORE_LIBS)
+	$(Q)$(CLANG) -std=gnu11 -g -O1 $(CPPFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(CORE_SRC) $(CORE_LIBS)
 
 BENCH_C    := $(wildcard tests/bench/bench_*.c)
 BENCH_BIN  := $(BENCH_C:tests/bench/%.c=$(BUILD)/bench/%)
@@ -128,7 +128,7 @@ $(BUILD)/bench:
 
 $(BUILD)/bench/%: tests/bench/%.c $(CORE_OBJ) $(HOST_OBJ) | $(BUILD)/bench
 	$(call msg,BENCH,$@)
-	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $(filter %.c %.o,$^) $(HOST_LIBS) $(CORE_LIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $< $(filter %.o,$^) $(HOST_LIBS) $(CORE_LIBS)
 
 # Benchmarks print ratios measured side by side; they are not tests.
 bench: deps
