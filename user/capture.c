@@ -121,7 +121,7 @@ static void forget_proc(struct capture *c, uint32_t pid)
 	}
 }
 
-static bool comm_skipped(const struct capture *c, const char *comm)
+bool comm_skipped(const struct capture *c, const char *comm)
 {
 	for (size_t i = 0; i < c->o.nskip_comms; i++)
 		if (strncmp(comm, c->o.skip_comms[i], 16) == 0)

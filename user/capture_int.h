@@ -41,6 +41,8 @@ void capture_destroy_links(struct bpf_link **links, unsigned n);
 /* capture_tls.c */
 /* Hooks the system's libssl (found by the dynamic loader) and every
  * OpenSSL mapped by a running process. Returns the number of files hooked. */
+/* True for a process name the config excludes (capture.exclude_comms). */
+bool comm_skipped(const struct capture *c, const char *comm);
 int tls_attach_initial(struct capture *c);
 /* A program started: scan now and a few times later (libraries load after exec). */
 void tls_on_exec(struct capture *c, uint32_t pid, const char *comm);

@@ -195,7 +195,8 @@ static void check_exe(struct capture *c, struct tls_proc *tp)
 		tp->lib = lib;
 }
 
-/* Hooks every libssl pid maps (and its executable if OpenSSL is built in). */
+/* Hooks every libssl pid maps (and its executable if OpenSSL is built in). An excluded process hooks nothing: a
+ * library only it maps (its own copy, a vendored build) is never probed, so its SSL calls cost it nothing. */
 static void scan_pid(struct capture *c, uint32_t pid)
 {
 	char path[64], line[PATH_MAX + 256];
@@ -204,6 +205,17 @@ static void scan_pid(struct capture *c, uint32_t pid)
 
 	if (!tp)
 		return;
+	if (c->o.nskip_comms) {
+		char comm[32] = "";
+		snprintf(path, sizeof(path), "/proc/%u/comm", pid);
+		if ((f = fopen(path, "re"))) {
+			if (fgets(comm, sizeof(comm), f))
+				comm[strcspn(comm, "\n")] = '\0';
+			fclose(f);
+		}
+		if (comm_skipped(c, comm))
+			return;
+	}
 	snprintf(path, sizeof(path), "/proc/%u/exe", pid);
 	ssize_t n = readlink(path, line, sizeof(tp->exe) - 1);
 	if (n > 0) {
