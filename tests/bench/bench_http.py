@@ -11,7 +11,8 @@ Prints req/s (median of rounds), the cost of each relative to none, p50/p99
 latency, agent CPU per 1,000 requests, transactions seen and drops; a JSON
 copy goes to build/bench/http.json. Not a test: it asserts nothing.
 
-Env: BENCH_ROUNDS (5), BENCH_SECONDS (5), BENCH_CONFIGS (none,phiwatch,floor,bpftrace).
+Env: BENCH_ROUNDS (5), BENCH_SECONDS (5), BENCH_CONFIGS (none,phiwatch,floor,bpftrace),
+BENCH_PROTOS (http,https), BENCH_AGENT_JSON (config keys merged into the agent's, for experiments).
 """
 import json
 import os
@@ -108,8 +109,10 @@ class Watcher:
             # production, wrk is left out (in the kernel, before any copy).
             # State (the audit trail) goes to the run's temp dir.
             cfg = self.tmp / "agent.json"
-            cfg.write_text(json.dumps({"state_dir": str(self.tmp / "state"), "capture": {"exclude_comms": ["wrk"]},
-                                       "alerts": {"syslog": False}}))
+            conf = {"state_dir": str(self.tmp / "state"), "capture": {"exclude_comms": ["wrk"]},
+                    "alerts": {"syslog": False}}
+            conf.update(json.loads(os.environ.get("BENCH_AGENT_JSON", "{}")))
+            cfg.write_text(json.dumps(conf))
             args = [str(PHIWATCH), "run", "--config", str(cfg), "--events", "/dev/null"] + \
                 (["--floor"] if self.name == "floor" else [])
             self.p = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -180,6 +183,8 @@ def main():
         raise SystemExit("nginx did not start")
     urls = {"http": f"http://127.0.0.1:{port}/fhir/Patient/123",
             "https": f"https://127.0.0.1:{tls_port}/fhir/Patient/123"}
+    protos = os.environ.get("BENCH_PROTOS", "http,https").split(",")
+    urls = {p: u for p, u in urls.items() if p in protos}
     results = {proto: {c: [] for c in configs} for proto in urls}
     try:
         for proto, url in urls.items():
@@ -196,7 +201,7 @@ def main():
                     res["transactions"] = w.stats.get("transactions")
                     res["drops_total"] = w.stats.get("drops_total")
                     results[proto][c].append(res)
-                    print(f"round {r + 1}/{ROUNDS} {proto:5} {c:9} {res['rps']:>10,.0f} req/s"
+                    print(f"round {r + 1}/{ROUNDS} {proto:8} {c:9} {res['rps']:>10,.0f} req/s"
                           + (f"  txns {res['transactions']:,} drops {res['drops_total']}"
                              if res["transactions"] is not None else ""), flush=True)
     finally:
@@ -207,7 +212,7 @@ def main():
     hz = os.sysconf("SC_CLK_TCK")
     summary = {}
     print(f"\nnginx 1 worker, wrk -t1 -c16 keep-alive, {SECONDS}s x {ROUNDS} interleaved rounds, medians")
-    print(f"{'':6}{'watched by':10}{'req/s':>10}{'cost':>8}{'p50 µs':>9}{'p99 µs':>9}"
+    print(f"{'':9}{'watched by':10}{'req/s':>10}{'cost':>8}{'p50 µs':>9}{'p99 µs':>9}"
           f"{'agent CPU ms/1k req':>21}{'calls seen':>12}{'drops':>7}")
     for proto in urls:
         base = statistics.median(x["rps"] for x in results[proto]["none"]) if "none" in configs else None
@@ -226,13 +231,13 @@ def main():
             drops = max((x["drops_total"] or 0) for x in runs)
             summary[proto][c] = {"rps": rps, "cost": cost, "p50_us": p50, "p99_us": p99,
                                  "agent_cpu_ms_per_1k": cpu, "calls_seen": seen, "drops_max": drops, "runs": runs}
-            print(f"{proto:6}{c:10}{rps:>10,.0f}{(f'{cost * 100:.1f} %' if cost is not None else '-'):>8}"
+            print(f"{proto:9}{c:10}{rps:>10,.0f}{(f'{cost * 100:.1f} %' if cost is not None else '-'):>8}"
                   f"{p50:>9.0f}{p99:>9.0f}{cpu:>21.2f}{(f'{seen * 100:.1f} %' if seen is not None else '-'):>12}"
                   f"{drops if c in ('phiwatch', 'floor') else '-':>7}")
         if "floor" in configs and "phiwatch" in configs and base:
             fc, pc = summary[proto]["floor"]["cost"], summary[proto]["phiwatch"]["cost"]
             if fc and fc > 0:
-                print(f"{proto:6}phiwatch cost / floor cost = {pc / fc:.2f}")
+                print(f"{proto:9}phiwatch cost / floor cost = {pc / fc:.2f}")
     out = BUILD / "bench"
     out.mkdir(parents=True, exist_ok=True)
     (out / "http.json").write_text(json.dumps({"rounds": ROUNDS, "seconds": SECONDS, "results": summary}, indent=1))
