@@ -9,68 +9,12 @@ enum call_kind {
 	CK_NOCOPY = 3,  /* sendfile: bytes moved from a file, nothing to copy */
 };
 
-struct call_args {
-	__u64 ptr;
-	__u64 cnt;      /* iovec count for CK_IOV */
-	__s32 fd;
-	__u8 kind;
-	__u8 dir;
-	__u8 valid;     /* set at enter, cleared at exit */
-	__u8 _pad;
-};
-
-/* The arguments of the data syscall in flight, in the calling thread's own
- * storage: cheaper than a hash map update and delete on every call. */
-struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct call_args);
-} args SEC(".maps");
-
-/* tid -> fd of an accept/connect in flight (connect only: accept returns it). */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
-	__type(value, __s32);
-} connects SEC(".maps");
-
 /* Defined in tls.bpf.c: the SSL call this thread is inside, if any. */
 static __always_inline bool ssl_link_fd(__u32 tid, __u32 tgid, int fd, __u64 id);
 
 static __always_inline bool skip_self(__u64 id)
 {
 	return tgid_skipped(id >> 32);
-}
-
-static __always_inline void data_enter(int fd, __u64 ptr, __u64 cnt, __u8 kind, __u8 dir)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tgid = id >> 32, tid = (__u32)id;
-
-	if (skip_self(id) || fd < 0)
-		return;
-	/* A syscall made inside SSL_read/SSL_write links SSL* to this fd and
-	 * carries ciphertext: never copied. */
-	if (ssl_link_fd(tid, tgid, fd, id))
-		return;
-	__u64 key = sock_key(tgid, fd);
-	struct sock_state *ss = bpf_map_lookup_elem(&socks, &key);
-	if (ss && (ss->cls == SC_IGNORE || ss->cls == SC_TLS))
-		return;
-	struct call_args *a = bpf_task_storage_get(&args, bpf_get_current_task_btf(), 0,
-						   BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!a) {
-		drop_count(PW_DROP_ARGS_FULL);
-		return;
-	}
-	a->ptr = ptr;
-	a->cnt = cnt;
-	a->fd = fd;
-	a->kind = kind;
-	a->dir = dir;
-	a->valid = 1;
 }
 
 /* HTTP starts with a method token or "HTTP/": a letter. TLS records start
@@ -135,23 +79,35 @@ static __always_inline void copy_iovs(struct scratch *s, __u64 vec, __u64 cnt, _
 		drop_count(PW_DROP_IOV_LIMIT);
 }
 
-static __always_inline void data_exit(long ret, const __u8 kind)
+/* The data syscalls are traced at their exit only: the arguments are still in the task's saved user registers
+ * (x86-64: fd in di, buffer/iovec/msghdr in si, count in dx; these syscalls never change them), so one tracepoint
+ * hit per call does what an enter + exit pair did, with no per-call storage. */
+static __always_inline void data_exit(long ret, const __u8 kind, const __u8 dir)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32, tid = (__u32)id;
-	struct call_args *ap = bpf_task_storage_get(&args, bpf_get_current_task_btf(), 0, 0);
 
-	if (!ap || !ap->valid)
+	if (skip_self(id))
 		return;
-	struct call_args a = *ap;
-	ap->valid = 0;
-	(void)tid;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	int fd = (int)BPF_CORE_READ(regs, di);
+	if (fd < 0)
+		return;
+	/* A syscall made inside SSL_read/SSL_write links SSL* to this fd and
+	 * carries ciphertext: never copied. */
+	if (ssl_link_fd(tid, tgid, fd, id))
+		return;
 	if (ret <= 0)
 		return;
 
-	struct sock_state *ss = sock_get(tgid, a.fd, true);
+	struct sock_state *ss = sock_get(tgid, fd, true);
 	if (!ss || ss->cls == SC_IGNORE || ss->cls == SC_TLS)
 		return;
+	struct { __u64 ptr, cnt; __s32 fd; __u8 dir; } a = { .fd = fd, .dir = dir };
+	if (kind != CK_NOCOPY) {
+		a.ptr = BPF_CORE_READ(regs, si);
+		a.cnt = BPF_CORE_READ(regs, dx);
+	}
 
 	struct scratch *s = data_begin(a.fd, a.dir, 0, 0, ret > 0xffffffff ? 0xffffffff : ret, id);
 	if (!s)
@@ -185,18 +141,11 @@ static __always_inline void data_exit(long ret, const __u8 kind)
 }
 
 #define DATA_TP(name, kind, dir)                                            \
-	SEC("tracepoint/syscalls/sys_enter_" #name)                         \
-	int enter_##name(struct trace_event_raw_sys_enter *ctx)             \
-	{                                                                   \
-		FLOOR_RETURN();                                             \
-		data_enter((int)ctx->args[0], ctx->args[1], ctx->args[2], kind, dir); \
-		return 0;                                                   \
-	}                                                                   \
 	SEC("tracepoint/syscalls/sys_exit_" #name)                          \
 	int exit_##name(struct trace_event_raw_sys_exit *ctx)               \
 	{                                                                   \
 		FLOOR_RETURN();                                             \
-		data_exit(ctx->ret, kind);                                  \
+		data_exit(ctx->ret, kind, dir);                             \
 		return 0;                                                   \
 	}
 
@@ -211,21 +160,7 @@ DATA_TP(sendmsg, CK_MSG, PW_DIR_EGRESS)
 
 /* sendfile(out_fd, in_fd, offset, count): file bytes reach the socket
  * without passing through user memory; reported as uncaptured bytes. */
-SEC("tracepoint/syscalls/sys_enter_sendfile64")
-int enter_sendfile64(struct trace_event_raw_sys_enter *ctx)
-{
-	FLOOR_RETURN();
-	data_enter((int)ctx->args[0], 0, 0, CK_NOCOPY, PW_DIR_EGRESS);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_exit_sendfile64")
-int exit_sendfile64(struct trace_event_raw_sys_exit *ctx)
-{
-	FLOOR_RETURN();
-	data_exit(ctx->ret, CK_NOCOPY);
-	return 0;
-}
+DATA_TP(sendfile64, CK_NOCOPY, PW_DIR_EGRESS)
 
 /* accept/accept4 return the new fd: a server-side socket. */
 static __always_inline void accept_exit(long ret)
@@ -261,33 +196,17 @@ int exit_accept4(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_connect")
-int enter_connect(struct trace_event_raw_sys_enter *ctx)
-{
-	FLOOR_RETURN();
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tid = (__u32)id;
-	__s32 fd = (__s32)ctx->args[0];
-
-	if (skip_self(id))
-		return 0;
-	if (bpf_map_update_elem(&connects, &tid, &fd, BPF_ANY))
-		drop_count(PW_DROP_ARGS_FULL);
-	return 0;
-}
-
+/* connect(fd, ...): the fd is read back from the saved registers at exit, like the data calls. */
 SEC("tracepoint/syscalls/sys_exit_connect")
 int exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
 	FLOOR_RETURN();
 	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tid = (__u32)id;
-	__s32 *fdp = bpf_map_lookup_elem(&connects, &tid);
 
-	if (!fdp)
+	if (skip_self(id))
 		return 0;
-	__s32 fd = *fdp;
-	bpf_map_delete_elem(&connects, &tid);
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	__s32 fd = (__s32)BPF_CORE_READ(regs, di);
 	if (ctx->ret != 0 && ctx->ret != -EINPROGRESS)
 		return 0;
 	struct sock *sk = fd_to_tcp_sock(fd);

@@ -27,7 +27,7 @@ def test_status_of_known_traffic(ctx):
     # host-wide numbers: other traffic on the host only adds
     lib.check(st["ok"] is True and st["transactions"] >= 2 * len(paths),
               f"status transactions {st.get('transactions')}, want >= {2 * len(paths)}")
-    lib.check(st["pid"] == agent.popen.pid and st["tracepoints"] > 20 and st["tls_libraries_hooked"] >= 1,
+    lib.check(st["pid"] == agent.popen.pid and st["tracepoints"] >= 12 and st["tls_libraries_hooked"] >= 1,
               f"status: {st}")
     lib.check(st["audit"]["records_written"] >= 2 * len(paths) and st["drops_total"] == 0, f"status: {st}")
     screen = subprocess.run([str(lib.PHIWATCH), "status", "--socket", str(agent.control)],
