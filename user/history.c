@@ -44,6 +44,10 @@ struct hent {
 	char data[];
 };
 
+/* A call's bytes are redacted once into this scratch and copied into the ring; only when they do not fit (over
+ * 16 KiB redacted) is the length measured in a first pass. Counted in the budget (it is part of the struct). */
+#define REDACT_SCRATCH (16u << 10)
+
 struct history {
 	char *ring;
 	size_t cap;
@@ -61,6 +65,7 @@ struct history {
 	struct identity_opts io;         /* only apikey_headers are used */
 	char names[IDENTITY_MAX_APIKEY_HEADERS][APIKEY_NAME_MAX];
 	struct history_stats st;
+	char red[REDACT_SCRATCH];        /* a call's redacted bytes, written once and copied into the ring */
 };
 
 /* What a malloc'd block of n bytes really costs with glibc: a 16-byte-aligned chunk with an 8-byte header. */
@@ -84,14 +89,16 @@ static bool is_secret(const char *name, size_t len, const struct identity_opts *
 	return identity_header_is_secret((struct slice){ name, len }, o);
 }
 
-static void emit(char *out, size_t *w, const char *s, size_t n)
+static void emit(char *out, size_t cap, size_t *w, const char *s, size_t n)
 {
-	if (out && n)
+	if (out && n && n <= cap - *w && *w <= cap)
 		memcpy(out + *w, s, n);
 	*w += n;
 }
 
-size_t history_redact(const char *s, size_t n, char *out, const struct identity_opts *o, unsigned *nred)
+/* history_redact into out[0..cap): SIZE_MAX when the result does not fit (out then holds a cut prefix). */
+static size_t redact_into(const char *s, size_t n, char *out, size_t cap, const struct identity_opts *o,
+			  unsigned *nred)
 {
 	static const char red[] = " " HISTORY_REDACTED;
 	size_t pos = 0, w = 0;
@@ -115,26 +122,26 @@ size_t history_redact(const char *s, size_t n, char *out, const struct identity_
 			const char *line = s + pos;
 
 			if (clen == 0 && nl) {                          /* blank line: head ends */
-				emit(out, &w, line, eol - pos);
+				emit(out, cap, &w, line, eol - pos);
 				pos = eol;
 				ended = true;
 				break;
 			}
 			if (line[0] == ' ' || line[0] == '\t') {        /* obs-fold continuation */
 				if (!prev_secret)
-					emit(out, &w, line, eol - pos);
+					emit(out, cap, &w, line, eol - pos);
 				pos = eol;
 				continue;
 			}
 			const char *colon = memchr(line, ':', clen);
 			prev_secret = colon && is_secret(line, (size_t)(colon - line), o);
 			if (prev_secret) {
-				emit(out, &w, line, (size_t)(colon - line) + 1);
-				emit(out, &w, red, sizeof(red) - 1);
-				emit(out, &w, line + clen, eol - pos - clen); /* the line ending, if any */
+				emit(out, cap, &w, line, (size_t)(colon - line) + 1);
+				emit(out, cap, &w, red, sizeof(red) - 1);
+				emit(out, cap, &w, line + clen, eol - pos - clen); /* the line ending, if any */
 				cnt++;
 			} else {
-				emit(out, &w, line, eol - pos);
+				emit(out, cap, &w, line, eol - pos);
 			}
 			pos = eol;
 		}
@@ -142,10 +149,15 @@ size_t history_redact(const char *s, size_t n, char *out, const struct identity_
 		if (!ended || n - pos < 5 || memcmp(s + pos, "HTTP/", 5) != 0)
 			break;
 	}
-	emit(out, &w, s + pos, n - pos);                        /* body */
+	emit(out, cap, &w, s + pos, n - pos);                        /* body */
 	if (nred)
 		*nred = cnt;
-	return w;
+	return out && w > cap ? SIZE_MAX : w;
+}
+
+size_t history_redact(const char *s, size_t n, char *out, const struct identity_opts *o, unsigned *nred)
+{
+	return redact_into(s, n, out, SIZE_MAX, o, nred);
 }
 
 /* ------------------------------------------------------------------ index */
@@ -385,6 +397,7 @@ void history__free(struct history *h)
 	}
 	/* evicted entries' bytes stay until overwritten; only the touched part was ever faulted in */
 	explicit_bzero(h->ring, h->touched);
+	explicit_bzero(h->red, sizeof(h->red));
 	free(h->ring);
 	free(h);
 }
@@ -446,8 +459,15 @@ int history__add(struct history *h, const struct txn *t, const char *json, size_
 	exe_len = strnlen(nz(t->exe), 4096);
 	src_len = strnlen(t->src_ip, TXN_IP_MAX - 1);
 	dst_len = strnlen(t->dst_ip, TXN_IP_MAX - 1);
-	rq_len = history_redact(b->req, b->req_len, NULL, &h->io, NULL);
-	rs_len = history_redact(b->resp, b->resp_len, NULL, &h->io, NULL);
+	rq_len = redact_into(b->req, b->req_len, h->red, sizeof(h->red), &h->io, &rq_red);
+	rs_len = rq_len == SIZE_MAX ? SIZE_MAX
+				    : redact_into(b->resp, b->resp_len, h->red + rq_len, sizeof(h->red) - rq_len, &h->io,
+						  &rs_red);
+	bool once = rs_len != SIZE_MAX;
+	if (!once) {
+		rq_len = history_redact(b->req, b->req_len, NULL, &h->io, NULL);
+		rs_len = history_redact(b->resp, b->resp_len, NULL, &h->io, NULL);
+	}
 	need = sizeof(struct hent) + json_len + 1 + rq_len + 1 + rs_len + 1 + user_len + 1 + comm_len + 1 +
 	       exe_len + 1 + src_len + 1 + dst_len + 1;
 	if (need > h->cap || need < json_len) {
@@ -513,11 +533,21 @@ int history__add(struct history *h, const struct txn *t, const char *json, size_
 	e->json = put_str(he->data, &w, json, json_len);
 	e->json_len = json_len;
 	e->req = he->data + w;
-	e->req_len = history_redact(b->req, b->req_len, he->data + w, &h->io, &rq_red);
+	if (once) {
+		memcpy(he->data + w, h->red, rq_len);
+		e->req_len = rq_len;
+	} else {
+		e->req_len = history_redact(b->req, b->req_len, he->data + w, &h->io, &rq_red);
+	}
 	he->data[w + e->req_len] = '\0';
 	w += e->req_len + 1;
 	e->resp = he->data + w;
-	e->resp_len = history_redact(b->resp, b->resp_len, he->data + w, &h->io, &rs_red);
+	if (once) {
+		memcpy(he->data + w, h->red + rq_len, rs_len);
+		e->resp_len = rs_len;
+	} else {
+		e->resp_len = history_redact(b->resp, b->resp_len, he->data + w, &h->io, &rs_red);
+	}
 	he->data[w + e->resp_len] = '\0';
 	w += e->resp_len + 1;
 	e->user = put_str(he->data, &w, user, user_len);

@@ -296,6 +296,63 @@ static void test_raw_secret_never_stored(void **state)
 	history__free(h);
 }
 
+/* The scratch path (a call's redacted bytes fit in 16 KiB) and the measuring path (they do not) store the same
+ * bytes: what history_redact makes of them, secrets gone. */
+struct same {
+	const char *want_req, *want_resp;
+	size_t want_req_len, want_resp_len;
+	int seen;
+};
+
+static int same_cb(void *ctx, const struct history_entry *e)
+{
+	struct same *s = ctx;
+	assert_int_equal(e->req_len, s->want_req_len);
+	assert_memory_equal(e->req, s->want_req, e->req_len);
+	assert_int_equal(e->resp_len, s->want_resp_len);
+	assert_memory_equal(e->resp, s->want_resp, e->resp_len);
+	assert_false(has(e->req, e->req_len, secret_value));
+	assert_false(has(e->resp, e->resp_len, secret_value));
+	s->seen++;
+	return 0;
+}
+
+static void test_redact_scratch_and_long(void **state)
+{
+	(void)state;
+	const size_t pads[] = { 0, 100, 380, 420, 2000 }; /* 40-byte header lines: ~0.4 KiB .. 80 KiB per side */
+	for (size_t k = 0; k < sizeof(pads) / sizeof(pads[0]); k++) {
+		struct history *h = history__new(4u << 20);
+		struct txn t = mk(1, "alice", 1, "10.0.0.2", 1);
+		size_t cap = 64 + pads[k] * 40 + 128, n = 0, m = 0;
+		char *req = malloc(cap), *resp = malloc(cap);
+		n += (size_t)sprintf(req + n, "GET / HTTP/1.1\r\nAuthorization: Bearer %s\r\n", secret_value);
+		m += (size_t)sprintf(resp + m, "HTTP/1.1 200 OK\r\nSet-Cookie: s=%s\r\n", secret_value);
+		for (size_t i = 0; i < pads[k]; i++) {
+			n += (size_t)sprintf(req + n, "X-Pad-%06zu: aaaaaaaaaaaaaaaaaaaaaa\r\n", i);
+			m += (size_t)sprintf(resp + m, "X-Pad-%06zu: bbbbbbbbbbbbbbbbbbbbbb\r\n", i);
+		}
+		n += (size_t)sprintf(req + n, "\r\n");
+		m += (size_t)sprintf(resp + m, "\r\n{}");
+		struct history_bytes b = { req, n, resp, m };
+		struct identity_opts io = { 0 };
+		struct same s = { 0 };
+		char *wq = malloc(2 * cap + 64), *ws = malloc(2 * cap + 64);
+		s.want_req_len = history_redact(req, n, wq, &io, NULL);
+		s.want_resp_len = history_redact(resp, m, ws, &io, NULL);
+		s.want_req = wq;
+		s.want_resp = ws;
+		assert_int_equal(history__add(h, &t, "{}", 2, &b), 0);
+		assert_int_equal(history__select(h, NULL, same_cb, &s), 0);
+		assert_int_equal(s.seen, 1);
+		free(wq);
+		free(ws);
+		free(req);
+		free(resp);
+		history__free(h);
+	}
+}
+
 static void test_budget_and_eviction(void **state)
 {
 	(void)state;
@@ -493,6 +550,7 @@ int main(void)
 		cmocka_unit_test(test_redaction),
 		cmocka_unit_test(test_redaction_every_cut),
 		cmocka_unit_test(test_raw_secret_never_stored),
+		cmocka_unit_test(test_redact_scratch_and_long),
 		cmocka_unit_test(test_budget_and_eviction),
 		cmocka_unit_test(test_indexes),
 		cmocka_unit_test(test_churn_consistency),
