@@ -24,7 +24,7 @@ CFLAGS     ?= -O2 -g
 WARN       := -Wall -Wextra -Werror -Wno-missing-field-initializers
 CPPFLAGS   := -Iinclude -Iuser -I$(BUILD) -D_GNU_SOURCE -DPHIWATCH_VERSION='"$(VERSION)"'
 ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) $(CPPFLAGS) -MMD -MP
-CORE_LIBS  := -lcjson -lcrypto -lz -lm
+CORE_LIBS  := -lcjson -lcrypto -lz -ldeflate -lm
 HOST_LIBS  := -lelf -lcapstone -lcap
 LDLIBS     := -lbpf -ldl -lpthread $(HOST_LIBS) $(CORE_LIBS)
 SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -54,7 +54,7 @@ FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN   := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_TIME  ?= 60
 
-DEPS_APT   := clang llvm make gcc pkg-config libbpf-dev bpftool libelf-dev zlib1g-dev libcjson-dev \
+DEPS_APT   := clang llvm make gcc pkg-config libbpf-dev bpftool libelf-dev zlib1g-dev libdeflate-dev libcjson-dev \
               libssl-dev libcmocka-dev uthash-dev libcapstone-dev libcap-dev libclang-rt-14-dev nginx curl wrk rsyslog tshark \
               python3 openssl procps iproute2 hyperfine bpftrace systemd man-db groff-base
 

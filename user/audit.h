@@ -65,8 +65,8 @@
  * Lifecycle. audit__open recovers: the last segment, if open, is scanned; a torn tail is copied to a .torn file,
  * cut, and a RESTART record names its size and digest (a clean-looking tail without STOP also gets a RESTART).
  * audit__close writes STOP and seals the open segment (the next start opens a new one), so a stopped agent leaves
- * nothing re-sealable behind. Sealed segments are compressed (and encrypted) oldest first: a slice per audit__tick,
- * or (compress_thread) by a worker thread at nice +10 that touches only its own job (own libcrypto contexts, a copy
+ * nothing re-sealable behind. Sealed segments are compressed (and encrypted) oldest first, one segment per audit__tick
+ * (gzip: libdeflate's DEFLATE in a gzip member with header CRC; zlib reads it), or (compress_thread) by a worker thread at nice +10 that touches only its own job (own libcrypto contexts, a copy
  * of the key, the directory fd); the owner's audit__tick picks up the finished file and chains its SEGFILE.
  * Writes are buffered and group-committed: a crash loses at most the records after the last fdatasync
  * (fsync_interval_ms; 0 = every record). On a write error the segment is truncated back to its last whole record,
@@ -134,9 +134,8 @@ struct audit_opts {
 	unsigned retention_days;      /* default 2192; 0 = keep forever */
 	enum audit_full_action on_full;
 	int compress_level;           /* zlib level 1..9; 0: the default (6); -1: leave closed segments as .log */
-	size_t compress_slice_bytes;  /* input compressed per audit__tick (or per slice of the worker), default 1 MiB */
 	bool compress_thread;         /* compress in a worker thread at a lower priority (the agent); default false:
-				       * a slice per audit__tick in the caller's thread (deterministic, for tests) */
+				       * one segment per audit__tick in the caller's thread (deterministic, for tests) */
 };
 
 void audit_opts_default(struct audit_opts *o);
@@ -153,7 +152,7 @@ int audit__append_txn(struct audit *a, uint64_t ts_ns, const char *json, size_t 
 int audit__gap(struct audit *a, uint64_t ts_ns, const char *kind, const char *detail_json);
 int audit__note(struct audit *a, uint64_t ts_ns, const char *kind, const char *detail_json);
 
-/* Call at least every 100 ms: group-commit fdatasync when due, rotation by age, a slice of compression,
+/* Call at least every 100 ms: group-commit fdatasync when due, rotation by age, compression of a sealed segment (or collecting the worker's),
  * retention (checked every minute), retry after a write error. */
 void audit__tick(struct audit *a, uint64_t now_ns);
 /* True while sealed segments wait for compression or a compression job is in flight. */
@@ -168,6 +167,7 @@ struct audit_stats {
 	uint64_t bytes_written;    /* frame bytes written to segment files */
 	uint64_t segments_closed;  /* sealed */
 	uint64_t segments_compressed;
+	uint64_t compress_pending; /* sealed segments still .log, the one being compressed included */
 	uint64_t segments_deleted; /* by retention */
 	uint64_t write_errors;     /* failed write/fsync/rename calls */
 	uint64_t unsynced;         /* records chained but not yet fdatasync'ed */

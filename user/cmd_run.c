@@ -161,6 +161,9 @@ static void status_json(struct run_ctx *r, struct jbuf *b)
 		json_u64(b, "records_lost", as.records_lost);
 		json_u64(b, "unsynced", as.unsynced);
 		json_u64(b, "segment", as.segment);
+		json_u64(b, "segments_closed", as.segments_closed);
+		json_u64(b, "segments_compressed", as.segments_compressed);
+		json_u64(b, "compress_pending", as.compress_pending);
 		json_obj_close(b);
 	}
 	if (r->hist) {

@@ -108,7 +108,7 @@ static const struct key keys[] = {
 	{ "audit.segment_max_age_s", K_U64, OFF(audit.o.segment_max_age_s), 60, 86400 * 31, "rotate segments at this age" },
 	{ "audit.fsync_interval_ms", K_U32, OFF(audit.o.fsync_interval_ms), 0, 60000, "group commit interval (0: every record)" },
 	{ "audit.retention_days", K_U32, OFF(audit.o.retention_days), 0, 36500, "delete segments older than this (0: never)" },
-	{ "audit.compress_level", K_U32, OFF(audit.o.compress_level), 1, 9, "zlib level for closed segments (1 fastest)" },
+	{ "audit.compress_level", K_U32, OFF(audit.o.compress_level), 1, 9, "DEFLATE level for closed segments (1 fastest; gzip files)" },
 	{ "audit.on_disk_full", K_ONFULL, OFF(audit.on_full), 0, 0, "\"continue\" (count losses, retry) or \"stop\"" },
 	{ "forensics.enabled", K_BOOL, OFF(forensics.enabled), 0, 0, "history in memory, dumps on alerts and requests" },
 	{ "forensics.memory_mb", K_U32, OFF(forensics.memory_mb), 1, 65536, "history memory budget" },

@@ -165,7 +165,6 @@ static void compress_all(const char *dir, const char *key, const char *ek)
 	o.dir = dir;
 	o.initial_key_path = key;
 	o.enc_key_path = ek;
-	o.compress_slice_bytes = 64u << 20;
 	struct audit *a = audit__open(&o, wall_ns(), err, sizeof(err));
 	if (!a)
 		exit(2);

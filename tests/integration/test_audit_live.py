@@ -56,3 +56,47 @@ def test_audit_trail_of_live_traffic(ctx):
                           capture_output=True, text=True, timeout=60).stdout
     lib.check('"start"' in gaps.lower() or "START" in gaps, f"no start record: {gaps[:300]}")
     ctx.info(f"verify: {v.stdout.strip()[:120]}; patient 1003: {got}")
+
+
+def test_audit_live_rotation_compressed(ctx):
+    """1 MiB segments under real traffic: the agent seals them, its compression worker turns every sealed one into
+    .log.gz (status shows the work done), the trail verifies, and it holds every transaction of the run."""
+    lib.require_agent()
+    lib.require_tools(lib.NGINX)
+    ng = lib.Nginx(ctx).start()
+    agent = lib.Agent(ctx, config={"audit": {"segment_max_mb": 1}, "alerts": {"syslog": False}}).start()
+    out = Path(ctx.tmp) / "flood.jsonl"
+    p = subprocess.run([lib.PYTHON, str(lib.HERE / "flood_client.py"), "--port", str(ng.port), "--tag", "rot",
+                        "--seconds", "60", "--max", "6000", "--mode", "keepalive", "--per-conn", "1000",
+                        "--out", str(out)], capture_output=True, text=True, timeout=120, env=lib.clean_env())
+    lib.check(p.returncode == 0, f"flood client: {p.stderr[-300:]}")
+    summary = json.loads(out.read_text().splitlines()[-1])["summary"]
+    lib.check(summary["completed"] == 6000, f"client: {summary}")
+    # the worker runs beside the agent's loop: ask until every sealed segment is compressed
+    st = {}
+    for _ in range(400):
+        r = subprocess.run([str(lib.PHIWATCH), "status", "--json", "--socket", str(agent.control)],
+                           capture_output=True, text=True, timeout=30)
+        lib.check(r.returncode == 0, f"status failed: {r.stderr}")
+        st = json.loads(r.stdout)["audit"]
+        if st["segments_closed"] >= 3 and st["compress_pending"] == 0:
+            break
+        time.sleep(0.05)
+    lib.check(st["segments_closed"] >= 3 and st["compress_pending"] == 0
+              and st["segments_compressed"] == st["segments_closed"], f"audit status {st}")
+    res = agent.stop()
+    ng.stop()
+    audit = agent.state_dir / "audit"
+    gz = sorted(f.name for f in audit.glob("seg-*.log.gz"))
+    lib.check(len(gz) == st["segments_compressed"], f"{len(gz)} .log.gz files, status said {st}")
+    key = agent.state_dir / "audit-initial.key"
+    v = subprocess.run([str(lib.PHIWATCH), "audit", "verify", "--key", str(key), str(audit)],
+                       capture_output=True, text=True, timeout=120)
+    lib.check(v.returncode == 0 and v.stdout.startswith("OK"), f"verify: rc={v.returncode} {v.stdout} {v.stderr}")
+    allq = subprocess.run([str(lib.PHIWATCH), "audit", "query", str(audit), "--all"],
+                          capture_output=True, text=True, timeout=120)
+    n_trail = len(allq.stdout.splitlines())
+    mine = len(lib.on_port(res.events, ng.port))
+    lib.check(mine == 2 * 6000, f"{mine} transactions on nginx's port, want {2 * 6000}")
+    lib.check(n_trail == len(res.events), f"{n_trail} transactions in the trail, {len(res.events)} in --events")
+    ctx.info(f"{st['segments_closed']} segments sealed, {len(gz)} compressed by the worker; {v.stdout.strip()[:100]}")

@@ -1172,7 +1172,6 @@ static void test_compress_thread(void **state)
 		o.segment_max_age_s = 10;
 		o.compress_level = 6;
 		o.compress_thread = true;
-		o.compress_slice_bytes = 4096; /* many slices: the worker checks for a stop between them */
 		struct audit *a = audit__open(&o, t.now, err, sizeof(err));
 		if (!a)
 			fail_msg("audit__open: %s", err);
