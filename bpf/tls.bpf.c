@@ -49,7 +49,10 @@ static __always_inline bool ssl_link_fd(__u32 tid, __u32 tgid, int fd, __u64 id)
 		return false;
 	c->fd = fd;
 	struct ssl_key k = { .tgid = tgid, .ssl = c->ssl };
-	bpf_map_update_elem(&ssl_fds, &k, &fd, BPF_ANY);
+	/* usually already known (every call of a connection makes one): a lookup is cheaper than an LRU update */
+	__s32 *known = bpf_map_lookup_elem(&ssl_fds, &k);
+	if (!known || *known != fd)
+		bpf_map_update_elem(&ssl_fds, &k, &fd, BPF_ANY);
 	struct sock_state *ss = sock_get(tgid, fd, true);
 	if (ss && ss->cls != SC_IGNORE) {
 		ss->cls = SC_TLS;
