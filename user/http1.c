@@ -9,19 +9,22 @@
 /* ---- character classes ---- */
 
 /* RFC 9110 §5.6.2 tchar */
-static bool is_tchar(unsigned char c)
+/* RFC 9110 tchar: DIGIT / ALPHA / "!#$%&'*+-.^_`|~" (a table: it is asked for every byte of every header name) */
+static const bool tchar_tab[256] = {
+	['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
+	['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1,
+	['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1,
+	['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1,
+	['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1,
+	['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1,
+	['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+	['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1,
+	['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1,
+};
+
+static inline bool is_tchar(unsigned char c)
 {
-	if (c >= '0' && c <= '9')
-		return true;
-	if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')
-		return true;
-	switch (c) {
-	case '!': case '#': case '$': case '%': case '&': case '\'': case '*':
-	case '+': case '-': case '.': case '^': case '_': case '`': case '|':
-	case '~':
-		return true;
-	}
-	return false;
+	return tchar_tab[c];
 }
 
 static bool is_ows(unsigned char c)
@@ -269,27 +272,29 @@ static void framing_add(struct framing *fr, struct slice name, struct slice valu
  */
 static int scan_value(const char *buf, size_t len, size_t p, size_t start, size_t *end, size_t *next)
 {
-	for (; p < len; p++) {
-		unsigned char c = (unsigned char)buf[p];
-		if (c == '\n' || c == '\r') {
-			size_t e = p;
-			if (c == '\r') {
-				if (p + 1 >= len)
-					return HTTP1_PARTIAL;
-				if (buf[p + 1] != '\n')
-					return HTTP1_INVALID;	/* bare CR */
-				p++;
-			}
-			while (e > start && is_ows((unsigned char)buf[e - 1]))
-				e--;
-			*end = e;
-			*next = p + 1;
-			return HTTP1_OK;
-		}
-		if (c == 0)
-			return HTTP1_INVALID;
+	/* the first of LF, CR, NUL ends the value; memchr is vectorised, header values reach kilobytes (JWTs) */
+	const char *nl = p < len ? memchr(buf + p, '\n', len - p) : NULL;
+	size_t lim = nl ? (size_t)(nl - buf) : len;
+	const char *cr = p < lim ? memchr(buf + p, '\r', lim - p) : NULL;
+	size_t stop = cr ? (size_t)(cr - buf) : lim;
+
+	if (p < stop && memchr(buf + p, 0, stop - p))
+		return HTTP1_INVALID;
+	if (!cr && !nl)
+		return HTTP1_PARTIAL;
+	size_t e = stop;
+	if (cr) {
+		if (stop + 1 >= len)
+			return HTTP1_PARTIAL;
+		if (buf[stop + 1] != '\n')
+			return HTTP1_INVALID;	/* bare CR */
+		stop++;
 	}
-	return HTTP1_PARTIAL;
+	while (e > start && is_ows((unsigned char)buf[e - 1]))
+		e--;
+	*end = e;
+	*next = stop + 1;
+	return HTTP1_OK;
 }
 
 struct hdr_acc {

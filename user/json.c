@@ -146,11 +146,28 @@ static void comma(struct jbuf *b)
 
 void json_key(struct jbuf *b, const char *key)
 {
+	size_t n = key ? strlen(key) : 0;
+
+	/* one bounds check for the comma, the quotes and the key (written for every field of every line) */
+	if (key && b->len + n + 5 <= b->cap) {
+		char *p = b->p + b->len;
+		if (b->need_comma)
+			*p++ = ',';
+		*p++ = '"';
+		memcpy(p, key, n);
+		p += n;
+		*p++ = '"';
+		*p++ = ':';
+		*p = '\0';
+		b->len = (size_t)(p - b->p);
+		b->need_comma = true;
+		return;
+	}
 	comma(b);
 	if (key) {
 		/* keys are the program's own literals: no escaping needed */
 		jbuf_put(b, "\"", 1);
-		jbuf_put(b, key, strlen(key));
+		jbuf_put(b, key, n);
 		jbuf_put(b, "\":", 2);
 	}
 }

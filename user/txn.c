@@ -45,13 +45,12 @@ void txn_split_target(const char *t, size_t len, const char **path, size_t *path
 
 void txn_to_json(const struct txn *t, struct jbuf *b)
 {
-	char ts[40], ver[8];
+	char ts[40];
 	const char *path, *query;
 	size_t path_len, query_len;
 	bool has_query;
 
 	json_time_rfc3339(ts, sizeof(ts), t->ts_start);
-	snprintf(ver, sizeof(ver), "1.%d", t->minor_version == 0 ? 0 : 1);
 	txn_split_target(t->target, t->target_len, &path, &path_len, &query, &query_len, &has_query);
 
 	json_obj_open(b, NULL);
@@ -84,7 +83,7 @@ void txn_to_json(const struct txn *t, struct jbuf *b)
 	json_bool(b, "established", t->tls);
 	json_obj_close(b);
 	json_obj_open(b, "http");
-	json_cstr(b, "version", ver);
+	json_cstr(b, "version", t->minor_version == 0 ? "1.0" : "1.1");
 	json_obj_open(b, "request");
 	json_cstr(b, "method", t->method);
 	json_u64(b, "bytes", t->req_bytes);
