@@ -72,9 +72,12 @@ int cmd_status(int argc, char **argv)
 		       num(j, "connections_live"));
 		printf("  drops         %llu\n", num(j, "drops_total"));
 		printf("  alerts        %llu, %llu principals tracked\n", num(j, "alerts_total"), num(j, "principals_live"));
-		if (a)
+		if (a) {
 			printf("  audit         seq %llu, segment %llu, %llu records lost, %llu not yet synced\n",
 			       num(a, "last_seq"), num(a, "segment"), num(a, "records_lost"), num(a, "unsynced"));
+			printf("                %llu segments sealed, %llu compressed, %llu waiting for compression\n",
+			       num(a, "segments_closed"), num(a, "segments_compressed"), num(a, "compress_pending"));
+		}
 		if (f)
 			printf("  forensics     %llu calls in memory (%llu bytes)\n", num(f, "history_entries"),
 			       num(f, "history_bytes"));
