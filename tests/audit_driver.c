@@ -53,7 +53,7 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: audit_driver run DIR --initial-key FILE [--enc-key FILE] [--fsync-ms N] [--segment-bytes N]\n"
 		   "                    [--segment-age-s N] [--count N] [--rate N] [--body N] [--run N] [--stop-on-full]\n"
-		   "                    [--compress N] [--retention-days N]\n"
+		   "                    [--compress N] [--compress-thread] [--retention-days N]\n"
 		   "       audit_driver audit verify|query ...   (the `phiwatch audit` command)\n");
 }
 
@@ -72,6 +72,7 @@ static int run(int argc, char **argv)
 		{ "stop-on-full", no_argument, NULL, 'S' },
 		{ "compress", required_argument, NULL, 'z' },
 		{ "retention-days", required_argument, NULL, 'd' },
+		{ "compress-thread", no_argument, NULL, 'T' },
 		{ 0 },
 	};
 	struct audit_opts o;
@@ -95,6 +96,7 @@ static int run(int argc, char **argv)
 		case 'S': o.on_full = AUDIT_FULL_STOP; break;
 		case 'z': o.compress_level = atoi(optarg); break;
 		case 'd': o.retention_days = (unsigned)strtoul(optarg, NULL, 10); break;
+		case 'T': o.compress_thread = true; break;
 		default: usage(stderr); return 2;
 		}
 	}

@@ -1,8 +1,8 @@
 """test_audit_crash.py — the audit trail survives kill -9: 50 kills of a process appending under
 load (tests/audit_driver.c) at random moments, some followed by a simulated power-loss tear of the
-un-acknowledged tail; after each, the pre-restart verify names the torn tail, the restart chains a
-restart record with exactly that many bytes, and at the end the whole trail verifies and holds
-every record that an fdatasync acknowledged ("synced" lines) before its kill."""
+un-acknowledged tail (odd runs compress closed segments in the worker thread, as the agent does);
+after each, the pre-restart verify names the torn tail, the restart chains a restart record with
+exactly that many bytes, and at the end the whole trail verifies and holds every record that an fdatasync acknowledged ("synced" lines) before its kill."""
 import json
 import os
 import random
@@ -61,7 +61,7 @@ class Run:
         self.err = open(ctx.tmp / f"run{run}.stderr", "wb")
         args = [DRIVER, "run", d, "--initial-key", key, "--enc-key", ek, "--fsync-ms", "20",
                 "--segment-bytes", "262144", "--rate", rate, "--body", random.randint(50, 400),
-                "--run", run]
+                "--run", run] + (["--compress-thread"] if run % 2 else [])  # odd runs: the agent's worker
         self.proc = lib.Proc(args, stdout=subprocess.PIPE, stderr=self.err)
         self.opened = threading.Event()
         self.acked_seq = None
