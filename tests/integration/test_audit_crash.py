@@ -2,7 +2,8 @@
 load (tests/audit_driver.c) at random moments, some followed by a simulated power-loss tear of the
 un-acknowledged tail (odd runs compress closed segments in the worker thread, as the agent does);
 after each, the pre-restart verify names the torn tail, the restart chains a restart record with
-exactly that many bytes, and at the end the whole trail verifies and holds every record that an fdatasync acknowledged ("synced" lines) before its kill."""
+exactly that many bytes, and at the end the whole trail verifies and holds every record that an
+fdatasync acknowledged ("synced" lines) before its kill."""
 import json
 import os
 import random
