@@ -1032,12 +1032,16 @@ static int gunzip(const uint8_t *in, size_t inlen, size_t cap, size_t prefix, st
 			break;
 		}
 		if (zr == Z_STREAM_END) {
-			if (!prefix && (const uint8_t *)z.next_in != in + inlen)
-				snprintf(why, wl, "%zu bytes after the end of the gzip stream",
-					 (size_t)(in + inlen - (const uint8_t *)z.next_in));
-			else
+			/* a file may hold several members (segments compressed while written: one per MiB) */
+			if (prefix || (const uint8_t *)z.next_in == in + inlen) {
 				rc = 0;
-			break;
+				break;
+			}
+			if (inflateReset(&z) != Z_OK) {
+				snprintf(why, wl, "gzip: cannot restart after a member");
+				break;
+			}
+			continue;
 		}
 		if (zr == Z_BUF_ERROR && z.avail_in == 0) {
 			if (prefix)
@@ -1286,6 +1290,8 @@ struct audit {
 	uint64_t *pend;
 	size_t npend, cpend;
 	struct cjob *job;
+	struct streamer *sm;       /* compress_thread: segments compressed while written */
+	bool sm_failed;
 	uint64_t job_retry_ns, next_retention_ns;
 	struct audit_stats st;
 	struct jbuf jb;
@@ -1318,6 +1324,12 @@ static void lost(struct audit *a, uint64_t ts, uint64_t n)
 }
 
 /* Frames a record into the buffer and advances the chain. */
+static void stream_begin(struct audit *a, uint64_t seg, const void *p, size_t n);
+static void stream_push(struct audit *a, const void *p, size_t n);
+static void stream_seal(struct audit *a, uint64_t seg, uint64_t ts);
+static void stream_free(struct audit *a);
+static void stream_abort(struct streamer *s);
+
 static int chain_add(struct audit *a, uint8_t type, uint64_t ts, const void *body, size_t len)
 {
 	uint8_t h[AUDIT_HASH_LEN];
@@ -1386,6 +1398,7 @@ static int flush(struct audit *a)
 			return fail_write(a, n < 0 ? errno : ENOSPC);
 		done += (size_t)n;
 	}
+	stream_push(a, a->buf.p, a->buf.len);
 	a->file_len += a->buf.len;
 	a->st.bytes_written += a->buf.len;
 	a->file_records += a->brecords;
@@ -1538,6 +1551,7 @@ static int segment_create(struct audit *a, uint64_t idx, uint64_t now)
 	a->st.bytes_written += fb.len;
 	a->st.last_seq = a->st.synced_seq = a->next_seq - 1;
 	a->st.segment = idx;
+	stream_begin(a, idx, fb.p, fb.len);
 out:
 	bbuf_free(&fb);
 	return e;
@@ -1610,6 +1624,7 @@ static int rotate(struct audit *a, uint64_t now, bool reopen)
 	a->have_seg = false;
 	a->st.segments_closed++;
 	queue_compress(a, a->seg);
+	stream_seal(a, a->seg, now);
 	key_advance(a, a->seg + 1);
 	if (!reopen)
 		return 0;
@@ -2091,12 +2106,404 @@ static struct cjob *job_new(struct audit *a, uint64_t idx)
 	return j;
 }
 
+/* ---- streamed compression (compress_thread, plaintext records): the worker compresses a segment while it is
+ * written, from copies of the batches the agent's thread has just written to the .log (so it never reads the file
+ * back, never holds it whole in memory, and needs no frame check: the bytes are exactly the .log's). One gzip member
+ * per MiB; at the seal the worker puts seg-N.log.gz in place and the owner chains its SEGFILE. Whatever goes wrong
+ * (queue over STREAM_QUEUE_MAX, an allocation, a write) ends the stream: the segment is then compressed from its
+ * .log by the job, as after a restart. */
+
+#define STREAM_CHUNK (1u << 20)
+#define STREAM_QUEUE_MAX (32u << 20)
+#define STREAM_SEALED_MAX 16
+
+enum { SB_DATA, SB_SEAL, SB_ABORT };
+
+struct sbatch {
+	struct sbatch *next;
+	uint64_t seg, ts;
+	int op;
+	size_t len;
+	uint8_t data[];
+};
+
+struct sresult {
+	uint64_t seg, out_bytes, plain_bytes;
+	int rc;                  /* 2: the .gz is in place; -1: failed (what, err) */
+	const char *what;
+	int err;
+	char name[NAME_MAX_LEN];
+	uint8_t digest[AUDIT_HASH_LEN];
+};
+
+struct streamer {
+	pthread_t th;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	/* shared, under mu */
+	struct sbatch *head, *tail;
+	size_t queued;           /* DATA bytes not yet taken by the worker */
+	bool stop;
+	struct sresult res[STREAM_SEALED_MAX];
+	size_t nres;
+	/* the owner's */
+	uint64_t seg;
+	bool active;             /* seg is being streamed (opened here, not sealed or aborted) */
+	uint64_t sealed[STREAM_SEALED_MAX];
+	size_t nsealed;
+	/* the worker's */
+	int dfd, level;
+	struct libdeflate_compressor *ld;
+	struct crypto c;
+	EVP_MD_CTX *sha;
+	uint64_t wseg, out_bytes, plain_bytes;
+	bool wopen, wfailed;
+	const char *what;
+	int err, fd;
+	char tmp[NAME_MAX_LEN + 16], name[NAME_MAX_LEN];
+	uint8_t *chunk, *zout;
+	size_t clen, zcap;
+};
+
+static void sw_fail(struct streamer *s, const char *what, int err)
+{
+	if (!s->wfailed) {
+		s->wfailed = true;
+		s->what = what;
+		s->err = err ? err : EIO;
+	}
+}
+
+static void sw_close(struct streamer *s, bool remove_tmp)
+{
+	if (s->fd >= 0)
+		close(s->fd);
+	s->fd = -1;
+	if (remove_tmp && s->tmp[0])
+		unlinkat(s->dfd, s->tmp, 0);
+	s->tmp[0] = '\0';
+	s->wopen = false;
+	s->clen = 0;
+}
+
+static void sw_write(struct streamer *s, const uint8_t *p, size_t n)
+{
+	int e;
+
+	if (s->wfailed)
+		return;
+	if (!EVP_DigestUpdate(s->sha, p, n)) {
+		sw_fail(s, "sha256", EIO);
+		return;
+	}
+	if ((e = write_full(s->fd, p, n)))
+		sw_fail(s, "write", -e);
+	else
+		s->out_bytes += n;
+}
+
+static void sw_member(struct streamer *s)
+{
+	size_t n;
+
+	if (!s->wfailed && s->clen) {
+		n = gz_member(s->ld, s->chunk, s->clen, &s->zout, &s->zcap);
+		if (n)
+			sw_write(s, s->zout, n);
+		else
+			sw_fail(s, "compress", ENOMEM);
+	}
+	s->clen = 0;
+}
+
+static void sw_open(struct streamer *s, uint64_t seg)
+{
+	s->wseg = seg;
+	s->wopen = true;
+	s->wfailed = false;
+	s->out_bytes = s->plain_bytes = 0;
+	s->clen = 0;
+	seg_name(s->name, sizeof(s->name), seg, SEG_GZ);
+	snprintf(s->tmp, sizeof(s->tmp), "%.50s.stream.tmp", s->name);
+	unlinkat(s->dfd, s->tmp, 0);
+	s->fd = openat(s->dfd, s->tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (s->fd < 0) {
+		s->tmp[0] = '\0';
+		sw_fail(s, "create", errno);
+		return;
+	}
+	if (!EVP_DigestInit_ex2(s->sha, s->c.sha, NULL))
+		sw_fail(s, "sha256", EIO);
+}
+
+static void sw_data(struct streamer *s, const struct sbatch *b)
+{
+	if (!s->wopen || s->wseg != b->seg) {
+		if (s->wopen)
+			sw_close(s, true); /* its seal never came: the job compresses it */
+		sw_open(s, b->seg);
+	}
+	for (size_t off = 0; off < b->len && !s->wfailed;) {
+		size_t take = STREAM_CHUNK - s->clen < b->len - off ? STREAM_CHUNK - s->clen : b->len - off;
+		memcpy(s->chunk + s->clen, b->data + off, take);
+		s->clen += take;
+		s->plain_bytes += take;
+		off += take;
+		if (s->clen == STREAM_CHUNK)
+			sw_member(s);
+	}
+}
+
+static void sw_seal(struct streamer *s, const struct sbatch *b)
+{
+	struct sresult r = { .seg = b->seg, .rc = -1, .what = "stream", .err = EIO };
+
+	if (s->wopen && s->wseg == b->seg) {
+		sw_member(s);
+		/* mtime = seal time: retention ages closed files by it */
+		struct timespec tm[2] = { { .tv_sec = (time_t)(b->ts / NS_PER_S), .tv_nsec = (long)(b->ts % NS_PER_S) } };
+		tm[1] = tm[0];
+		if (!s->wfailed && (futimens(s->fd, tm) != 0 || fsync(s->fd) != 0))
+			sw_fail(s, "fsync", errno);
+		if (!s->wfailed && (renameat(s->dfd, s->tmp, s->dfd, s->name) != 0 || fsync(s->dfd) != 0))
+			sw_fail(s, "rename", errno);
+		if (!s->wfailed) {
+			s->tmp[0] = '\0';
+			EVP_DigestFinal_ex(s->sha, r.digest, NULL);
+			r.rc = 2;
+			r.out_bytes = s->out_bytes;
+			r.plain_bytes = s->plain_bytes;
+			snprintf(r.name, sizeof(r.name), "%s", s->name);
+		} else {
+			r.what = s->what;
+			r.err = s->err;
+		}
+		sw_close(s, true);
+	}
+	pthread_mutex_lock(&s->mu);
+	if (s->nres < STREAM_SEALED_MAX)
+		s->res[s->nres++] = r;
+	pthread_mutex_unlock(&s->mu);
+}
+
+static void *stream_worker(void *arg)
+{
+	struct streamer *s = arg;
+
+	errno = 0;
+	int prio = getpriority(PRIO_PROCESS, 0);
+	if (errno == 0)
+		setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), prio + 10 > 19 ? 19 : prio + 10);
+	for (;;) {
+		pthread_mutex_lock(&s->mu);
+		while (!s->head && !s->stop)
+			pthread_cond_wait(&s->cv, &s->mu);
+		if (s->stop) {
+			pthread_mutex_unlock(&s->mu);
+			break;
+		}
+		struct sbatch *b = s->head;
+		if (!(s->head = b->next))
+			s->tail = NULL;
+		if (b->op == SB_DATA)
+			s->queued -= b->len;
+		pthread_mutex_unlock(&s->mu);
+		if (b->op == SB_DATA)
+			sw_data(s, b);
+		else if (b->op == SB_SEAL)
+			sw_seal(s, b);
+		else if (s->wopen && s->wseg == b->seg)
+			sw_close(s, true);
+		free(b);
+	}
+	if (s->wopen)
+		sw_close(s, true);
+	return NULL;
+}
+
+static void stream_free(struct audit *a)
+{
+	struct streamer *s = a->sm;
+
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->mu);
+	s->stop = true;
+	pthread_cond_signal(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+	pthread_join(s->th, NULL);
+	for (struct sbatch *b = s->head, *n; b; b = n) {
+		n = b->next;
+		free(b);
+	}
+	pthread_mutex_destroy(&s->mu);
+	pthread_cond_destroy(&s->cv);
+	libdeflate_free_compressor(s->ld);
+	EVP_MD_CTX_free(s->sha);
+	crypto_free(&s->c);
+	free(s->chunk);
+	free(s->zout);
+	free(s);
+	a->sm = NULL;
+}
+
+/* The owner's side. The streamer exists when compress_thread is on, records are not encrypted and segments are
+ * compressed at all; it is started with the first segment this process creates. */
+static struct streamer *stream_get(struct audit *a)
+{
+	struct streamer *s;
+
+	if (a->sm || a->sm_failed || !a->o.compress_thread || a->enc || a->o.compress_level <= 0)
+		return a->sm;
+	s = calloc(1, sizeof(*s));
+	if (s) {
+		s->fd = -1;
+		s->dfd = a->dfd;
+		s->level = a->o.compress_level;
+		s->ld = libdeflate_alloc_compressor(s->level);
+		s->sha = EVP_MD_CTX_new();
+		s->chunk = malloc(STREAM_CHUNK);
+	}
+	if (!s || !s->ld || !s->sha || !s->chunk || crypto_init(&s->c) || pthread_mutex_init(&s->mu, NULL) ||
+	    pthread_cond_init(&s->cv, NULL) || pthread_create(&s->th, NULL, stream_worker, s)) {
+		if (s) {
+			libdeflate_free_compressor(s->ld);
+			EVP_MD_CTX_free(s->sha);
+			crypto_free(&s->c);
+			free(s->chunk);
+			free(s);
+		}
+		a->sm_failed = true;
+		log_warn("audit: no streaming compression (%s): sealed segments are compressed from their .log",
+			 strerror(errno ? errno : ENOMEM));
+		return NULL;
+	}
+	a->sm = s;
+	return s;
+}
+
+static bool stream_send(struct streamer *s, int op, uint64_t seg, uint64_t ts, const void *p, size_t n)
+{
+	struct sbatch *b = malloc(sizeof(*b) + n);
+
+	if (!b)
+		return false;
+	b->next = NULL;
+	b->seg = seg;
+	b->ts = ts;
+	b->op = op;
+	b->len = n;
+	if (n)
+		memcpy(b->data, p, n);
+	pthread_mutex_lock(&s->mu);
+	if (s->tail)
+		s->tail->next = b;
+	else
+		s->head = b;
+	s->tail = b;
+	if (op == SB_DATA)
+		s->queued += n;
+	pthread_cond_signal(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+	return true;
+}
+
+static void stream_abort(struct streamer *s)
+{
+	if (s->active)
+		stream_send(s, SB_ABORT, s->seg, 0, NULL, 0);
+	s->active = false;
+}
+
+/* A new segment's first bytes (its OPEN record, already in the file). */
+static void stream_begin(struct audit *a, uint64_t seg, const void *p, size_t n)
+{
+	struct streamer *s = stream_get(a);
+
+	if (!s)
+		return;
+	stream_abort(s);
+	if (s->nsealed >= STREAM_SEALED_MAX || !stream_send(s, SB_DATA, seg, 0, p, n))
+		return;
+	s->seg = seg;
+	s->active = true;
+}
+
+/* Bytes just written to the open segment's file. */
+static void stream_push(struct audit *a, const void *p, size_t n)
+{
+	struct streamer *s = a->sm;
+	size_t queued;
+
+	if (!s || !s->active || s->seg != a->seg)
+		return;
+	pthread_mutex_lock(&s->mu);
+	queued = s->queued;
+	pthread_mutex_unlock(&s->mu);
+	if (queued + n > STREAM_QUEUE_MAX || !stream_send(s, SB_DATA, s->seg, 0, p, n))
+		stream_abort(s);
+}
+
+/* The segment's seal is in its file: the worker finishes the .gz. */
+static void stream_seal(struct audit *a, uint64_t seg, uint64_t ts)
+{
+	struct streamer *s = a->sm;
+
+	if (!s || !s->active || s->seg != seg)
+		return;
+	if (!stream_send(s, SB_SEAL, seg, ts, NULL, 0)) {
+		stream_abort(s);
+		return;
+	}
+	s->active = false;
+	s->sealed[s->nsealed++] = seg;
+}
+
+/* For compress_tick: 0 seg was not streamed (or its stream failed): compress it from the .log; 1 its stream is
+ * still being finished; 2 its .gz was committed. */
+static int stream_collect(struct audit *a, uint64_t seg)
+{
+	struct streamer *s = a->sm;
+	struct sresult r;
+	bool got = false;
+	size_t i;
+
+	if (!s)
+		return 0;
+	for (i = 0; i < s->nsealed && s->sealed[i] != seg; i++)
+		;
+	if (i == s->nsealed)
+		return 0;
+	pthread_mutex_lock(&s->mu);
+	for (size_t k = 0; k < s->nres; k++)
+		if (s->res[k].seg == seg) {
+			r = s->res[k];
+			s->res[k] = s->res[--s->nres];
+			got = true;
+			break;
+		}
+	pthread_mutex_unlock(&s->mu);
+	if (!got)
+		return 1;
+	s->sealed[i] = s->sealed[--s->nsealed];
+	if (r.rc != 2) {
+		log_warn("audit: compressing segment %" PRIu64 " while it was written: %s: %s; compressing it from its "
+			 ".log instead", seg, r.what, strerror(r.err));
+		return 0;
+	}
+	segfile_commit(a, seg, r.name, r.out_bytes, r.plain_bytes, r.digest);
+	a->st.segments_streamed++;
+	return 2;
+}
+
 static void compress_tick(struct audit *a, uint64_t now)
 {
 	struct cjob *j = a->job;
 	int rc;
 
 	if (!j && a->npend && now >= a->job_retry_ns) {
+		if (stream_collect(a, a->pend[0]))
+			return;
 		if (!(j = a->job = job_new(a, a->pend[0])))
 			return;
 		if (a->o.compress_thread) {
@@ -2658,6 +3065,7 @@ static void startup_cleanup(struct audit *a, const struct seg_ent *v, size_t n, 
 
 static void free_audit(struct audit *a)
 {
+	stream_free(a); /* before the directory fd it writes through is closed */
 	if (a->fd >= 0)
 		close(a->fd);
 	if (a->lockfd >= 0)
@@ -2862,6 +3270,9 @@ void audit__close(struct audit *a, uint64_t now_ns)
 	if (a->werr || !a->have_seg)
 		retry(a, now_ns);
 	uint64_t pending = a->brecords + a->unsynced_file;
+	/* the segment sealed now stays a .log (no SEGFILE can follow its STOP): nothing streams it to a .gz */
+	if (a->sm)
+		stream_abort(a->sm);
 	if (!a->werr && a->have_seg) {
 		jbuf_reset(b);
 		json_obj_open(b, NULL);
@@ -2877,6 +3288,7 @@ void audit__close(struct audit *a, uint64_t now_ns)
 		commit(a);
 	if (a->k_dirty)
 		persist_key(a);
+	stream_free(a); /* a stream not finished stays a .log: the next start compresses it */
 	job_free(a, true);
 	uint64_t unsynced = a->brecords + a->unsynced_file;
 	if (unsynced || a->werr)

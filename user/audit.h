@@ -167,6 +167,7 @@ struct audit_stats {
 	uint64_t bytes_written;    /* frame bytes written to segment files */
 	uint64_t segments_closed;  /* sealed */
 	uint64_t segments_compressed;
+	uint64_t segments_streamed;  /* of those, compressed while written (no read-back) */
 	uint64_t compress_pending; /* sealed segments still .log, the one being compressed included */
 	uint64_t segments_deleted; /* by retention */
 	uint64_t write_errors;     /* failed write/fsync/rename calls */

@@ -163,6 +163,7 @@ static void status_json(struct run_ctx *r, struct jbuf *b)
 		json_u64(b, "segment", as.segment);
 		json_u64(b, "segments_closed", as.segments_closed);
 		json_u64(b, "segments_compressed", as.segments_compressed);
+		json_u64(b, "segments_streamed", as.segments_streamed);
 		json_u64(b, "compress_pending", as.compress_pending);
 		json_obj_close(b);
 	}

@@ -75,8 +75,9 @@ int cmd_status(int argc, char **argv)
 		if (a) {
 			printf("  audit         seq %llu, segment %llu, %llu records lost, %llu not yet synced\n",
 			       num(a, "last_seq"), num(a, "segment"), num(a, "records_lost"), num(a, "unsynced"));
-			printf("                %llu segments sealed, %llu compressed, %llu waiting for compression\n",
-			       num(a, "segments_closed"), num(a, "segments_compressed"), num(a, "compress_pending"));
+			printf("                %llu segments sealed, %llu compressed (%llu while written), %llu waiting for "
+			       "compression\n", num(a, "segments_closed"), num(a, "segments_compressed"),
+			       num(a, "segments_streamed"), num(a, "compress_pending"));
 		}
 		if (f)
 			printf("  forensics     %llu calls in memory (%llu bytes)\n", num(f, "history_entries"),
