@@ -5,7 +5,8 @@
  *
  * Directory DIR (0700, created if missing; wider modes are tightened), files 0600, created with O_EXCL|O_NOFOLLOW:
  *   seg-NNNNNNNNNNNNNNNN.log          segment N (16 decimal digits) as written: open, or sealed but not yet compressed
- *   seg-NNNNNNNNNNNNNNNN.log.gz       closed segment, the .log's records re-framed in plaintext, gzip (zlib, wbits 31)
+ *   seg-NNNNNNNNNNNNNNNN.log.gz       closed segment, the .log's records re-framed in plaintext, gzip: one or more
+ *                                     members (RFC 1952, header CRC set), read with zlib's inflate (wbits 31)
  *   seg-NNNNNNNNNNNNNNNN.log.gz.aes   the same, then AES-256-GCM when an encryption key is configured
  *   seg-NNNNNNNNNNNNNNNN.torn-OFFSET  bytes cut from a torn tail at restart (kept as evidence, named by a chain record)
  *   seal.key                          the current evolving seal key k[n] (only the current one; see below)
@@ -65,9 +66,12 @@
  * Lifecycle. audit__open recovers: the last segment, if open, is scanned; a torn tail is copied to a .torn file,
  * cut, and a RESTART record names its size and digest (a clean-looking tail without STOP also gets a RESTART).
  * audit__close writes STOP and seals the open segment (the next start opens a new one), so a stopped agent leaves
- * nothing re-sealable behind. Sealed segments are compressed (and encrypted) oldest first, one segment per audit__tick
- * (gzip: libdeflate's DEFLATE in a gzip member with header CRC; zlib reads it), or (compress_thread) by a worker thread at nice +10 that touches only its own job (own libcrypto contexts, a copy
- * of the key, the directory fd); the owner's audit__tick picks up the finished file and chains its SEGFILE.
+ * nothing re-sealable behind. Sealed segments are compressed (and encrypted) oldest first, one per audit__tick from
+ * the .log (one gzip member). With compress_thread, a worker at nice +10 does it instead: plaintext segments while
+ * they are written (it deflates copies of the batches just written to the .log, a member per MiB, and renames the
+ * .gz at the seal; anything that goes wrong ends that stream and the .log is compressed as before), encrypted ones
+ * and those left by a restart from the .log. The worker shares nothing with the owner but its queue and results;
+ * the owner's audit__tick chains each finished file's SEGFILE.
  * Writes are buffered and group-committed: a crash loses at most the records after the last fdatasync
  * (fsync_interval_ms; 0 = every record). On a write error the segment is truncated back to its last whole record,
  * the buffered records are counted lost, and a GAP "records_lost" is chained in when writing works again.
