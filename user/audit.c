@@ -2009,6 +2009,15 @@ static int job_end(struct cjob *j)
 	return 0;
 }
 
+/* A compression thread runs 10 nice levels below the agent: the watched API comes first. */
+static void worker_nice(void)
+{
+	errno = 0;
+	int prio = getpriority(PRIO_PROCESS, 0);
+	if (errno == 0)
+		setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), prio + 10 > 19 ? 19 : prio + 10);
+}
+
 /* The worker: the whole job at a lower priority than the agent's thread (the watched API comes first; a backlog
  * of sealed .log segments waits for idle CPU). Told to stop, it stops before compressing or before the rename. */
 static void *job_worker(void *arg)
@@ -2016,10 +2025,7 @@ static void *job_worker(void *arg)
 	struct cjob *j = arg;
 	int rc;
 
-	errno = 0;
-	int prio = getpriority(PRIO_PROCESS, 0);
-	if (errno == 0)
-		setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), prio + 10 > 19 ? 19 : prio + 10);
+	worker_nice();
 	rc = job_start(j);
 	while (rc == 0) {
 		if (atomic_load_explicit(&j->cancel, memory_order_relaxed)) {
@@ -2290,10 +2296,7 @@ static void *stream_worker(void *arg)
 {
 	struct streamer *s = arg;
 
-	errno = 0;
-	int prio = getpriority(PRIO_PROCESS, 0);
-	if (errno == 0)
-		setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), prio + 10 > 19 ? 19 : prio + 10);
+	worker_nice();
 	for (;;) {
 		pthread_mutex_lock(&s->mu);
 		while (!s->head && !s->stop)
