@@ -1242,6 +1242,57 @@ static void test_compress_thread(void **state)
 	}
 }
 
+/* A stream that fails (here its .tmp cannot be created) leaves its segment to the job, which compresses the .log:
+ * nothing is lost, the other segments still stream. */
+static void test_stream_fallback(void **state)
+{
+	(void)state;
+	struct tlog t;
+	struct audit_opts o;
+	struct audit_stats st;
+	struct audit_verify_result r;
+	char err[512] = "", blocker[256];
+	struct stat sb;
+
+	tlog_init(&t, false);
+	audit_opts_default(&o);
+	o.dir = t.dir;
+	o.initial_key_path = t.key;
+	o.segment_max_age_s = 10;
+	o.compress_thread = true;
+	struct audit *a = audit__open(&o, t.now, err, sizeof(err));
+	if (!a)
+		fail_msg("audit__open: %s", err);
+	char e2[256];
+	assert_int_equal(audit_key_load(t.key, t.k0, e2, sizeof(e2)), 0);
+	/* segment 1's stream file name is taken by a directory */
+	snprintf(blocker, sizeof(blocker), "%s.stream.tmp", seg_path(&t, 1, ".log.gz"));
+	assert_int_equal(mkdir(blocker, 0700), 0);
+	int n = 0;
+	for (int s = 0; s < 3; s++) {
+		for (int i = 0; i < 300; i++, n++) {
+			txn(a, t.now, "alice", "7", n);
+			t.now += SEC / 1000;
+		}
+		t.now += 11 * SEC;
+		audit__tick(a, t.now);
+	}
+	wait_compressed(a, &t);
+	audit__stats(a, &st);
+	assert_int_equal(st.segments_compressed, 3);
+	assert_int_equal(st.segments_streamed, 2);
+	assert_int_equal(st.write_errors, 0);
+	for (uint64_t i = 0; i < 3; i++)
+		assert_int_equal(stat(seg_path(&t, i, ".log.gz"), &sb), 0);
+	audit__close(a, t.now);
+	assert_int_equal(rmdir(blocker), 0);
+	assert_false(any_tmp(&t));
+	assert_int_equal(tverify(&t, &r), 0);
+	assert_int_equal(r.txns, (uint64_t)n);
+	assert_int_equal(r.segments_compressed, 3);
+	tlog_free(&t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1257,6 +1308,7 @@ int main(void)
 		cmocka_unit_test(test_cut_seal_then_restart),
 		cmocka_unit_test(test_write_failure),
 		cmocka_unit_test(test_compress_thread),
+		cmocka_unit_test(test_stream_fallback),
 		cmocka_unit_test(test_encrypted),
 		cmocka_unit_test(test_retention),
 		cmocka_unit_test(test_query),
