@@ -21,6 +21,8 @@ int sink_jsonl_open(struct sink_jsonl *s, const char *path, bool human)
 	if (!s->f)
 		return -errno;
 	s->owned = true;
+	/* the agent flushes after every poll (at most 10 ms of lines): one write per poll, not one per 4 KiB */
+	setvbuf(s->f, NULL, _IOFBF, 1u << 20);
 	return 0;
 }
 
