@@ -1,7 +1,8 @@
 """test_audit_diskfull.py — the audit trail on a full disk (a small tmpfs, root): appends go on under the
 configured action (continue: accepted and counted lost; stop: refused), the segment is never left with a
 partial record, writing resumes when space returns with a records_lost gap that names exactly the
-records lost, and `audit verify` passes on what was written."""
+records lost, and `audit verify` passes on what was written ("continue" runs with the agent's compression
+worker, whose streams fail on the full disk and fall back to compressing the .log)."""
 import json
 import os
 import subprocess
@@ -38,6 +39,8 @@ class Driver:
                 "--rate", "4000", "--body", "300"]
         if mode == "stop":
             args.append("--stop-on-full")
+        else:
+            args.append("--compress-thread")  # as the agent: segments compressed while written, fallback on ENOSPC
         self.proc = lib.Proc(args, stdout=subprocess.PIPE, stderr=self.err)
         self.stats = []
         self.lock = threading.Lock()
