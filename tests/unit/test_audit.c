@@ -77,23 +77,29 @@ static void tlog_free(struct tlog *t)
 	nftw(t->root, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-static struct audit *topen_opts(struct tlog *t, int compress, unsigned fsync_ms, struct audit_opts *o)
+/* Opens t's trail with o as set by the caller (dir, keys, 10 s segments filled in); loads k0. */
+static struct audit *topen_set(struct tlog *t, struct audit_opts *o)
 {
 	char err[512] = "";
 
-	audit_opts_default(o);
 	o->dir = t->dir;
 	o->initial_key_path = t->key;
 	o->enc_key_path = t->enc ? t->ek : NULL;
 	o->segment_max_age_s = 10;
-	o->fsync_interval_ms = fsync_ms;
-	o->compress_level = compress;
 	struct audit *a = audit__open(o, t->now, err, sizeof(err));
 	if (!a)
 		fail_msg("audit__open: %s", err);
 	char e2[256];
 	assert_int_equal(audit_key_load(t->key, t->k0, e2, sizeof(e2)), 0);
 	return a;
+}
+
+static struct audit *topen_opts(struct tlog *t, int compress, unsigned fsync_ms, struct audit_opts *o)
+{
+	audit_opts_default(o);
+	o->fsync_interval_ms = fsync_ms;
+	o->compress_level = compress;
+	return topen_set(t, o);
 }
 
 static struct audit *topen(struct tlog *t, int compress)
@@ -1169,17 +1175,9 @@ static void test_compress_thread(void **state)
 
 		tlog_init(&t, enc);
 		audit_opts_default(&o);
-		o.dir = t.dir;
-		o.initial_key_path = t.key;
-		o.enc_key_path = enc ? t.ek : NULL;
-		o.segment_max_age_s = 10;
 		o.compress_level = 6;
 		o.compress_thread = true;
-		struct audit *a = audit__open(&o, t.now, err, sizeof(err));
-		if (!a)
-			fail_msg("audit__open: %s", err);
-		char e2[256];
-		assert_int_equal(audit_key_load(t.key, t.k0, e2, sizeof(e2)), 0);
+		struct audit *a = topen_set(&t, &o);
 		int n = 0;
 		for (int s = 0; s < 4; s++) {
 			for (int i = 0; i < per; i++, n++) {
@@ -1251,20 +1249,13 @@ static void test_stream_fallback(void **state)
 	struct audit_opts o;
 	struct audit_stats st;
 	struct audit_verify_result r;
-	char err[512] = "", blocker[256];
+	char blocker[256];
 	struct stat sb;
 
 	tlog_init(&t, false);
 	audit_opts_default(&o);
-	o.dir = t.dir;
-	o.initial_key_path = t.key;
-	o.segment_max_age_s = 10;
 	o.compress_thread = true;
-	struct audit *a = audit__open(&o, t.now, err, sizeof(err));
-	if (!a)
-		fail_msg("audit__open: %s", err);
-	char e2[256];
-	assert_int_equal(audit_key_load(t.key, t.k0, e2, sizeof(e2)), 0);
+	struct audit *a = topen_set(&t, &o);
 	/* segment 1's stream file name is taken by a directory */
 	snprintf(blocker, sizeof(blocker), "%s.stream.tmp", seg_path(&t, 1, ".log.gz"));
 	assert_int_equal(mkdir(blocker, 0700), 0);
