@@ -328,6 +328,7 @@ static __always_inline void data_send(struct scratch *s, struct sock_state *ss)
 	__u32 d = s->e.dir & 1;
 
 	s->e.sk = ss->sk;
+	s->e.flags |= (ss->role << PW_F_ROLE_SHIFT) & PW_F_ROLE_MASK;
 	s->e.offset = __sync_fetch_and_add(&ss->off[d], (__u64)s->e.total_len);
 	s->e.seq = __sync_fetch_and_add(&ss->seq[d], 1);
 	s->e.seq_other = ss->seq[d ^ 1];

@@ -720,9 +720,11 @@ void conn_table__data(struct conn_table *ct, const struct pw_data *d)
 	touch(ct, c, d->h.ts_ns);
 	if (d->flags & PW_F_TLS)
 		c->tls = true;
+	if (c->req_dir < 0)
+		set_role(c, (d->flags & PW_F_ROLE_MASK) >> PW_F_ROLE_SHIFT);
 	if (c->req_dir < 0) {
-		/* Socket older than the agent: the side that speaks first with
-		 * a status line is the server. */
+		/* Socket older than the agent (or a capture without role bits): the
+		 * side that speaks first with a status line is the server. */
 		if (d->cap_len == 0)
 			return;
 		bool resp = starts_like_response(d->data, d->cap_len);

@@ -52,6 +52,10 @@ enum pw_role {
 
 /* pw_data.flags */
 #define PW_F_TLS 0x1        /* plaintext seen through the SSL uprobes */
+/* bits 1-2: the socket's enum pw_role, so a connection whose PW_EV_CONN was lost still knows which direction
+ * carries requests from its first event, even one whose payload was shed (0 in captures made before it) */
+#define PW_F_ROLE_SHIFT 1
+#define PW_F_ROLE_MASK (0x3 << PW_F_ROLE_SHIFT)
 
 /* Reasons for lost events, indices into the per-CPU `drops` map. */
 enum pw_drop {

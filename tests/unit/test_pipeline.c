@@ -236,6 +236,32 @@ static void test_unknown_role_inferred(void **state)
 	pipeline__free(p);
 }
 
+/* The connection's announcement was lost and its first event to arrive is a request whose payload was shed: the
+ * role bits of the data event still say it is a server's, so the shed request is counted (the flood test's exact
+ * server-side accounting) and the next request pairs normally. Without role bits (older captures) it cannot be. */
+static void test_conn_lost_first_event_shed(void **state)
+{
+	(void)state;
+	for (int bits = 0; bits < 2; bits++) {
+		struct got g;
+		struct pipeline *p = mk(&g);
+		uint8_t fl = bits ? (uint8_t)(PW_ROLE_SERVER << PW_F_ROLE_SHIFT) : 0;
+		data_ev(p, 31, 9, PW_DIR_INGRESS, "", 0, (uint32_t)strlen(REQ1), fl); /* shed, no PW_EV_CONN before */
+		data_ev(p, 31, 9, PW_DIR_EGRESS, RESP1, strlen(RESP1), (uint32_t)strlen(RESP1), fl);
+		data_ev(p, 31, 9, PW_DIR_INGRESS, REQ2, strlen(REQ2), (uint32_t)strlen(REQ2), fl);
+		data_ev(p, 31, 9, PW_DIR_EGRESS, RESP2, strlen(RESP2), (uint32_t)strlen(RESP2), fl);
+		struct pipeline_stats st;
+		pipeline__stats(p, &st);
+		assert_int_equal(st.conn.requests_shed[PW_ROLE_SERVER], bits ? 1 : 0);
+		if (bits) {
+			assert_int_equal(g.n, 1);
+			assert_int_equal(g.t[0].role, PW_ROLE_SERVER);
+			assert_int_equal(g.t[0].status, 201);
+		}
+		pipeline__free(p);
+	}
+}
+
 /* Body bytes beyond the capture prefix: the stream stays in sync. */
 static void test_capture_gap_body(void **state)
 {
@@ -459,6 +485,7 @@ int main(void)
 		cmocka_unit_test(test_pipelined_in_one_write),
 		cmocka_unit_test(test_client_role_and_tls),
 		cmocka_unit_test(test_unknown_role_inferred),
+		cmocka_unit_test(test_conn_lost_first_event_shed),
 		cmocka_unit_test(test_capture_gap_body),
 		cmocka_unit_test(test_close_unanswered_and_exit),
 		cmocka_unit_test(test_proc_identity),
