@@ -720,8 +720,9 @@ void conn_table__data(struct conn_table *ct, const struct pw_data *d)
 	touch(ct, c, d->h.ts_ns);
 	if (d->flags & PW_F_TLS)
 		c->tls = true;
-	if (c->req_dir < 0)
-		set_role(c, (d->flags & PW_F_ROLE_MASK) >> PW_F_ROLE_SHIFT);
+	unsigned frole = (d->flags & PW_F_ROLE_MASK) >> PW_F_ROLE_SHIFT;
+	if (c->req_dir < 0 && (frole == PW_ROLE_SERVER || frole == PW_ROLE_CLIENT))
+		set_role(c, (uint8_t)frole);
 	if (c->req_dir < 0) {
 		/* Socket older than the agent (or a capture without role bits): the
 		 * side that speaks first with a status line is the server. */
