@@ -3463,37 +3463,50 @@ static void set_file(struct audit_verify_result *r, uint64_t idx, unsigned kind)
 	seg_name(r->file, sizeof(r->file), idx, kind);
 }
 
+/* Opens a trail for reading (verify, query): the directory, libcrypto contexts, its segments in order. 0, or
+ * -errno with the reason (naming dir) in reason. */
+static int trail_open(const char *dir, int *dfd, struct crypto *c, struct seg_ent **v, size_t *n, char *reason,
+		      size_t rlen)
+{
+	int rc;
+
+	*v = NULL;
+	*n = 0;
+	*dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (*dfd < 0) {
+		rc = -errno;
+		snprintf(reason, rlen, "%s: %s", dir, strerror(errno));
+		return rc;
+	}
+	if (crypto_init(c)) {
+		rc = -ENOMEM;
+		snprintf(reason, rlen, "out of memory");
+	} else if ((rc = scan_segments(*dfd, v, n))) {
+		snprintf(reason, rlen, "%s: %s", dir, strerror(-rc));
+	}
+	if (rc) {
+		crypto_free(c);
+		close(*dfd);
+		*dfd = -1;
+	}
+	return rc;
+}
+
 int audit_verify(const char *dir, const uint8_t *k0, const uint8_t *ek, struct audit_verify_result *r)
 {
 	struct crypto c;
 	struct walker w;
 	struct vstate vs;
-	struct seg_ent *v = NULL;
+	struct seg_ent *v;
 	struct bbuf buf = { 0 };
-	size_t n = 0;
+	size_t n;
 	int rc, dfd;
 
 	memset(r, 0, sizeof(*r));
 	r->record = -1;
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0) {
-		rc = -errno;
-		snprintf(r->reason, sizeof(r->reason), "%s: %s", dir, strerror(errno));
+	rc = trail_open(dir, &dfd, &c, &v, &n, r->reason, sizeof(r->reason));
+	if (rc)
 		return rc;
-	}
-	if (crypto_init(&c)) {
-		crypto_free(&c);
-		close(dfd);
-		snprintf(r->reason, sizeof(r->reason), "out of memory");
-		return -ENOMEM;
-	}
-	rc = scan_segments(dfd, &v, &n);
-	if (rc) {
-		snprintf(r->reason, sizeof(r->reason), "%s: %s", dir, strerror(-rc));
-		crypto_free(&c);
-		close(dfd);
-		return rc;
-	}
 	walker_init(&w, &c, k0, ek);
 	memset(&vs, 0, sizeof(vs));
 	vs.c = &c;
@@ -3944,25 +3957,15 @@ int audit_query(const char *dir, const uint8_t *ek, const struct audit_query *q,
 	struct crypto c;
 	struct walker w;
 	struct qstate qs;
-	struct seg_ent *v = NULL;
+	struct seg_ent *v;
 	struct bbuf buf = { 0 };
-	size_t n = 0;
+	size_t n;
 	int rc, dfd;
 
 	memset(res, 0, sizeof(*res));
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0) {
-		rc = -errno;
-		snprintf(res->reason, sizeof(res->reason), "%s: %s", dir, strerror(errno));
+	rc = trail_open(dir, &dfd, &c, &v, &n, res->reason, sizeof(res->reason));
+	if (rc)
 		return rc;
-	}
-	if (crypto_init(&c) || (rc = scan_segments(dfd, &v, &n))) {
-		rc = -ENOMEM;
-		snprintf(res->reason, sizeof(res->reason), "%s: cannot list", dir);
-		crypto_free(&c);
-		close(dfd);
-		return rc;
-	}
 	memset(&qs, 0, sizeof(qs));
 	qs.q = q;
 	qs.out = out;
