@@ -96,17 +96,8 @@ static void announce_proc(struct capture *c, const struct pw_hdr *h, const char 
 			memcpy(pi.exe, exe_hint, (size_t)n);
 	}
 	pi.exe[n] = '\0';
-	snprintf(path, sizeof(path), "/proc/%u/comm", h->pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t m = fd >= 0 ? read(fd, pi.comm, sizeof(pi.comm)) : -1;
-	if (fd >= 0)
-		close(fd);
-	if (m > 0) {
-		if (pi.comm[m - 1] == '\n')
-			pi.comm[m - 1] = '\0';
-	} else {
+	if (!proc_comm(h->pid, pi.comm, sizeof(pi.comm)))
 		memcpy(pi.comm, comm, sizeof(pi.comm));
-	}
 	c->fn(c->ctx, &pi, sizeof(pi));
 }
 
@@ -119,6 +110,24 @@ static void forget_proc(struct capture *c, uint32_t pid)
 		HASH_DEL(c->announced, a);
 		free(a);
 	}
+}
+
+bool proc_comm(uint32_t pid, char *out, size_t n)
+{
+	char path[32];
+	ssize_t m = -1;
+
+	snprintf(path, sizeof(path), "/proc/%u/comm", pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		m = read(fd, out, n - 1);
+		close(fd);
+	}
+	if (m <= 0)
+		return false;
+	out[m] = '\0';
+	out[strcspn(out, "\n")] = '\0';
+	return true;
 }
 
 bool comm_skipped(const struct capture *c, const char *comm)
@@ -151,18 +160,12 @@ static void skip_scan(struct capture *c)
 	if (!d)
 		return;
 	while ((de = readdir(d))) {
-		char path[64], comm[32] = "";
+		char comm[32] = "";
 		if (de->d_name[0] < '1' || de->d_name[0] > '9')
 			continue;
-		snprintf(path, sizeof(path), "/proc/%u/comm", (unsigned)strtoul(de->d_name, NULL, 10));
-		FILE *f = fopen(path, "re");
-		if (!f)
-			continue;
-		if (fgets(comm, sizeof(comm), f)) {
-			comm[strcspn(comm, "\n")] = '\0';
-			skip_update(c, (uint32_t)strtoul(de->d_name, NULL, 10), comm);
-		}
-		fclose(f);
+		uint32_t pid = (uint32_t)strtoul(de->d_name, NULL, 10);
+		if (proc_comm(pid, comm, sizeof(comm)))
+			skip_update(c, pid, comm);
 	}
 	closedir(d);
 }

@@ -41,6 +41,8 @@ void capture_destroy_links(struct bpf_link **links, unsigned n);
 /* capture_tls.c */
 /* Hooks the system's libssl (found by the dynamic loader) and every
  * OpenSSL mapped by a running process. Returns the number of files hooked. */
+/* pid's name from /proc (at most n - 1 bytes, NUL-terminated); false when it cannot be read. */
+bool proc_comm(uint32_t pid, char *out, size_t n);
 /* True for a process name the config excludes (capture.exclude_comms). */
 bool comm_skipped(const struct capture *c, const char *comm);
 int tls_attach_initial(struct capture *c);

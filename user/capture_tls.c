@@ -207,12 +207,7 @@ static void scan_pid(struct capture *c, uint32_t pid)
 		return;
 	if (c->o.nskip_comms) {
 		char comm[32] = "";
-		snprintf(path, sizeof(path), "/proc/%u/comm", pid);
-		if ((f = fopen(path, "re"))) {
-			if (fgets(comm, sizeof(comm), f))
-				comm[strcspn(comm, "\n")] = '\0';
-			fclose(f);
-		}
+		proc_comm(pid, comm, sizeof(comm));
 		if (comm_skipped(c, comm))
 			return;
 	}
@@ -352,7 +347,7 @@ static void tls_judge(struct capture *c, struct tls_proc *tp)
 {
 	uint32_t pid = tp->pid;
 	int fd = tp->tls_fd;
-	char path[64], comm[32] = "?";
+	char comm[32] = "?";
 
 	tp->judge_ms = 0;
 	if (tp->reported || tp->tls_data)
@@ -363,13 +358,8 @@ static void tls_judge(struct capture *c, struct tls_proc *tp)
 		return;
 	tp->reported = true;
 	c->st.tls_uninstrumented++;
-	snprintf(path, sizeof(path), "/proc/%u/comm", pid);
-	FILE *f = fopen(path, "re");
-	if (f) {
-		if (fgets(comm, sizeof(comm), f))
-			comm[strcspn(comm, "\n")] = '\0';
-		fclose(f);
-	}
+	if (!proc_comm(pid, comm, sizeof(comm)))
+		snprintf(comm, sizeof(comm), "?");
 	log_warn("TLS not instrumented: pid %u (%s) speaks TLS on fd %d but maps no OpenSSL phiwatch can hook "
 		 "(e.g. Go crypto/tls, rustls, GnuTLS, BoringSSL); its calls are not visible",
 		 pid, comm, fd);
